@@ -126,9 +126,9 @@ def write_manifest(path, manifest):
     write_atomically(path + '.json', json.dumps(manifest, indent=2, sort_keys=True, default=str) + '\n')
 
 
-def checksum_lines(path, fmt):
-    """sha256sum-format text for a backup, and the digest that stands for the whole backup."""
-    name = os.path.basename(path)
+def checksum_lines(path, fmt, name=None):
+    """sha256sum-format text for a backup (listed as ``name``), and the digest that stands for the whole backup."""
+    name = name or os.path.basename(path)
     if fmt != 'directory':
         digest = sha256_file(path)
         return '%s  %s\n' % (digest, name), digest

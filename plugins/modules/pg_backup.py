@@ -610,7 +610,7 @@ class PgBackup(object):
                 sha256, size, small = uploader.finish()
                 checksum_text = '%s  %s\n' % (sha256, name)
             else:
-                checksum_text, sha256 = catalog.checksum_lines(partial, p['format'])
+                checksum_text, sha256 = catalog.checksum_lines(partial, p['format'], name)
                 size, small = catalog.backup_size(partial), None
             verification = self.verify(partial, p['format'], p['verify'], dbname, snapshot_conn)
             os.rename(partial, final)
@@ -727,10 +727,15 @@ class PgBackup(object):
                 raise BackupError('verify=restore cannot create the scratch database %s: %s (the user needs CREATEDB; '
                                   'or use verify=list)' % (scratch, str(exc).strip()))
             try:
-                self.restore_into(path, fmt, scratch, clean=False, single_transaction=False,
-                                  jobs=self.params['jobs'], no_owner=True)
                 scratch_conn = pg.connect(self.conn, dbname=scratch)
                 try:
+                    if fmt == 'plain' and self.creates_public_schema(path):
+                        # A dump limited with --schema=public re-creates the schema every new database has.
+                        with scratch_conn.cursor() as cursor:
+                            cursor.execute('DROP SCHEMA public')
+                    # --clean --if-exists lets a --schema=public archive re-create the public schema.
+                    self.restore_into(path, fmt, scratch, clean=fmt != 'plain', single_transaction=False,
+                                      jobs=self.params['jobs'], no_owner=True)
                     tables = data_tables if data_tables is not None else pg.user_tables(scratch_conn)
                     restored = pg.row_counts(scratch_conn, tables)
                 finally:
@@ -776,6 +781,12 @@ class PgBackup(object):
         finally:
             if fmt == 'plain' and script != path:
                 os.unlink(script)
+
+    def creates_public_schema(self, path):
+        import gzip
+        opener = gzip.open if path.endswith('.gz') else open
+        with opener(path, 'rb') as handle:
+            return any(line.rstrip() == b'CREATE SCHEMA public;' for line in handle)
 
     def gunzip(self, path):
         import gzip

@@ -1,0 +1,548 @@
+"""runbook.deploy.pg_backup against the real PostgreSQL and moto S3 of the local stack."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+import boto3
+import pytest
+
+from helpers import assert_clear_failure, connect, sql
+
+MODULE = 'runbook.deploy.pg_backup'
+
+
+@pytest.fixture
+def backup(run_module, pg_conn_args, tmp_path):
+    """Call pg_backup with the stack's credentials and a fresh dest (override any argument)."""
+    dest = str(tmp_path / 'backups')
+
+    def call(check=False, **args):
+        merged = dict(pg_conn_args, dest=dest)
+        merged.update(args)
+        return run_module(MODULE, check=check, **merged)
+
+    call.dest = dest
+    return call
+
+
+@pytest.fixture
+def s3(stack):
+    client = boto3.client('s3', endpoint_url=stack['RUNBOOK_S3_ENDPOINT_URL'], region_name='us-east-1')
+    return client
+
+
+@pytest.fixture
+def bucket(s3):
+    name = 'backups-%s' % uuid.uuid4().hex[:10]
+    s3.create_bucket(Bucket=name)
+    yield name
+    keys = [o['Key'] for o in s3.list_objects_v2(Bucket=name).get('Contents', [])]
+    if keys:
+        s3.delete_objects(Bucket=name, Delete={'Objects': [{'Key': k} for k in keys]})
+    for upload in s3.list_multipart_uploads(Bucket=name).get('Uploads', []):
+        s3.abort_multipart_upload(Bucket=name, Key=upload['Key'], UploadId=upload['UploadId'])
+    s3.delete_bucket(Bucket=name)
+
+
+def s3_args(stack, bucket, **extra):
+    args = dict(s3_bucket=bucket, s3_prefix='prod/pg', s3_endpoint_url=stack['RUNBOOK_S3_ENDPOINT_URL'],
+                s3_region='us-east-1')
+    args.update(extra)
+    return args
+
+
+def sha256(path):
+    with open(path, 'rb') as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def listing(dest):
+    return sorted(os.listdir(dest)) if os.path.isdir(dest) else []
+
+
+def counts(stack, dbname):
+    return dict(users=sql(stack, dbname, 'SELECT count(*) FROM public.users')[0][0],
+                orders=sql(stack, dbname, 'SELECT count(*) FROM sales.orders')[0][0])
+
+
+# -- taking backups -------------------------------------------------------------------------
+
+def test_check_mode_writes_nothing_then_backup_then_reuse(backup, make_db):
+    db = make_db()
+    planned = backup(check=True, db=db, label='pre_migration', max_age='30m')
+    assert planned['changed'] is True
+    assert planned['backup']['planned'] is True
+    assert not os.path.exists(backup.dest), 'check mode created dest'
+
+    first = backup(db=db, label='pre_migration', max_age='30m')
+    assert first['changed'] is True, first
+    info = first['backup']
+    assert info['name'].startswith('%s.pre_migration.' % db) and info['name'].endswith('.dump')
+    assert os.path.isfile(info['path'])
+    assert info['sha256'] == sha256(info['path'])
+    assert info['size'] == os.path.getsize(info['path'])
+    with open(info['path'] + '.sha256') as handle:
+        assert handle.read() == '%s  %s\n' % (info['sha256'], info['name'])
+    assert info['verification']['passed'] is True and info['verification']['toc_entries'] > 5
+    assert oct(os.stat(backup.dest).st_mode & 0o777) == '0o700'
+    assert not [n for n in listing(backup.dest) if n.startswith('.partial')]
+
+    # A retry of the deployment reuses the verified backup instead of dumping production again.
+    again = backup(db=db, label='pre_migration', max_age='30m')
+    assert again['changed'] is False
+    assert again['backup']['reused'] is True and again['backup']['path'] == info['path']
+    assert not any('pg_dump --format' in c for c in again['executed_commands'])
+
+    # Without max_age every run is a new backup.
+    third = backup(db=db, label='pre_migration')
+    assert third['changed'] is True and third['backup']['path'] != info['path']
+
+
+def test_max_age_ignores_old_and_other_labels(backup, make_db):
+    db = make_db()
+    first = backup(db=db, label='nightly')
+    time.sleep(2)
+    other = backup(db=db, label='pre_migration', max_age='1s')
+    assert other['changed'] is True and other['backup']['label'] == 'pre_migration'
+    stale = backup(db=db, label='nightly', max_age='1s')
+    assert stale['changed'] is True and stale['backup']['path'] != first['backup']['path']
+
+
+@pytest.mark.parametrize('fmt,extra,suffix', [
+    ('plain', {}, '.sql'),
+    ('plain', {'compress': 6}, '.sql.gz'),
+    ('tar', {}, '.tar'),
+    ('directory', {'jobs': 2}, '.dir'),
+])
+def test_formats_verify_by_restore(backup, make_db, stack, fmt, extra, suffix):
+    db = make_db(rows=250)
+    result = backup(db=db, format=fmt, verify='restore', **extra)
+    assert result['changed'] is True, result
+    info = result['backup']
+    assert info['path'].endswith(suffix)
+    ver = info['verification']
+    assert ver['passed'] is True
+    assert ver['row_counts'] == {'public.users': 250, 'sales.orders': 750}
+    # The scratch database is gone.
+    assert not sql(stack, 'postgres', "SELECT datname FROM pg_database WHERE datname LIKE 'pgbackup_verify_%%'")
+    if fmt == 'directory':
+        assert os.path.isdir(info['path'])
+        lines = open(info['path'] + '.sha256').read().splitlines()
+        assert len(lines) == len(os.listdir(info['path']))
+        assert subprocess.run(['sha256sum', '-c', info['name'] + '.sha256'], cwd=backup.dest,
+                              capture_output=True).returncode == 0
+
+
+def test_schema_and_table_filters(backup, make_db, stack):
+    db = make_db()
+    partial = backup(db=db, schemas=['sales'], verify='restore')
+    # sales.orders references public.users: a sales-only dump cannot be restored on its own, and verify says so.
+    assert_clear_failure(partial, 'pg_restore', 'public.users')
+    sql(stack, db, 'ALTER TABLE sales.orders DROP CONSTRAINT orders_user_id_fkey')
+    only_sales = backup(db=db, schemas=['sales'], verify='restore')
+    assert set(only_sales['backup']['verification']['row_counts']) == {'sales.orders'}
+    no_orders = backup(db=db, exclude_tables=['sales.orders'], verify='restore')
+    assert set(no_orders['backup']['verification']['row_counts']) == {'public.users'}
+    for fmt in ('custom', 'plain'):
+        only_public = backup(db=db, schemas=['public'], format=fmt, verify='restore')
+        assert only_public['backup']['verification']['row_counts'] == {'public.users': 100}, only_public
+
+
+def test_verify_restore_counts_rows_in_the_dump_snapshot(backup, make_db, stack):
+    """Rows written while pg_dump runs are not in the dump, and not in the source counts either."""
+    db = make_db(rows=2000)
+    stop = threading.Event()
+
+    def writer():
+        conn = connect(stack, db)
+        with conn.cursor() as cursor:
+            while not stop.is_set():
+                cursor.execute("INSERT INTO public.users (email) VALUES (%s)", ('w%s@x' % uuid.uuid4().hex,))
+        conn.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        result = backup(db=db, verify='restore')
+    finally:
+        stop.set()
+        thread.join()
+    assert result['backup']['verification']['passed'] is True, result
+    assert result['backup']['verification']['row_counts']['public.users'] >= 2000
+
+
+def test_retention_keeps_newest_locally_and_in_s3(backup, make_db, stack, bucket, s3):
+    db = make_db()
+    names = []
+    for _ in range(4):
+        result = backup(db=db, label='nightly', keep=2, **s3_args(stack, bucket))
+        assert result['changed'] is True, result
+        names.append(result['backup']['name'])
+    local = [n for n in listing(backup.dest) if not n.startswith('.')]
+    assert sorted(local) == sorted(n + s for n in names[-2:] for s in ('', '.sha256', '.json'))
+    keys = sorted(o['Key'] for o in s3.list_objects_v2(Bucket=bucket)['Contents'])
+    assert keys == sorted('prod/pg/' + n + s for n in names[-2:] for s in ('', '.sha256', '.json'))
+    assert any(names[0] in r for r in result['removed']) or any(names[1] in r for r in result['removed'])
+    # Another label's backups are not touched by this label's retention.
+    other = backup(db=db, label='pre_migration', keep=1)
+    assert other['removed'] == []
+
+
+def test_upload_with_checksum_metadata(backup, make_db, stack, bucket, s3):
+    db = make_db()
+    result = backup(db=db, s3_storage_class='STANDARD_IA', s3_encryption='AES256', **s3_args(stack, bucket))
+    info = result['backup']
+    key = 'prod/pg/' + info['name']
+    assert info['s3_uri'] == 's3://%s/%s' % (bucket, key)
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert head['Metadata']['sha256'] == info['sha256']
+    assert head['StorageClass'] == 'STANDARD_IA'
+    assert head['ServerSideEncryption'] == 'AES256'
+    body = s3.get_object(Bucket=bucket, Key=key)['Body'].read()
+    assert hashlib.sha256(body).hexdigest() == info['sha256']
+    manifest = json.loads(open(info['path'] + '.json').read())
+    assert manifest['s3_uri'] == info['s3_uri']
+    # Reusing a backup that is already uploaded changes nothing.
+    again = backup(db=db, max_age='1h', **s3_args(stack, bucket))
+    assert again['changed'] is False and again['backup']['reused'] is True
+
+
+def test_reused_backup_is_uploaded_when_missing_from_s3(backup, make_db, stack, bucket, s3):
+    db = make_db()
+    first = backup(db=db)
+    second = backup(db=db, max_age='1h', **s3_args(stack, bucket))
+    assert second['changed'] is True and second['backup']['reused'] is True
+    assert s3.head_object(Bucket=bucket, Key='prod/pg/' + first['backup']['name'])['Metadata']['sha256'] == \
+        first['backup']['sha256']
+
+
+@pytest.mark.slow
+def test_multipart_upload_overlapping_the_dump(backup, big_db, stack, bucket, s3):
+    result = backup(db=big_db, **s3_args(stack, bucket))
+    info = result['backup']
+    assert info['size'] > 20 * 1024 * 1024, 'the dump must span several 16 MiB parts for this test to mean anything'
+    key = 'prod/pg/' + info['name']
+    body = s3.get_object(Bucket=bucket, Key=key)['Body'].read()
+    assert len(body) == info['size']
+    assert hashlib.sha256(body).hexdigest() == info['sha256'] == sha256(info['path'])
+    assert s3.head_object(Bucket=bucket, Key=key)['Metadata']['sha256'] == info['sha256']
+    # No staging object and no unfinished multipart upload is left behind.
+    keys = [o['Key'] for o in s3.list_objects_v2(Bucket=bucket)['Contents']]
+    assert not [k for k in keys if '.partial' in k]
+    assert not s3.list_multipart_uploads(Bucket=bucket).get('Uploads')
+
+
+# -- failures -------------------------------------------------------------------------------
+
+@pytest.fixture(scope='session')
+def big_db(stack):
+    """A database whose dump takes long enough to watch and to kill (about 1.5 M rows of random text)."""
+    name = 'big_%s' % uuid.uuid4().hex[:6]
+    sql(stack, 'postgres', 'CREATE DATABASE %s' % name)
+    sql(stack, name, """CREATE TABLE blobs (id serial PRIMARY KEY, a text, b text);
+                        INSERT INTO blobs (a, b) SELECT md5(random()::text), md5(random()::text)
+                        FROM generate_series(1, 1500000)""")
+    yield name
+    sql(stack, 'postgres', 'DROP DATABASE IF EXISTS %s WITH (FORCE)' % name)
+
+
+def _pg_dump_pids(marker):
+    pids = []
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % pid, 'rb') as handle:
+                cmdline = handle.read()
+        except OSError:
+            continue
+        if b'pg_dump' in cmdline and marker.encode() in cmdline:
+            pids.append((int(pid), cmdline))
+    return pids
+
+
+class ProcessWatcher(threading.Thread):
+    """Watch /proc for pg_dump processes whose command line holds marker, while the module runs.
+
+    Ansible's task queue needs the main thread (signals), so the module runs there and this watches.
+    ``on_seen(pid, cmdline)`` is called for every sighting; it may kill the process.
+    """
+
+    def __init__(self, marker, on_seen):
+        super().__init__(daemon=True)
+        self.marker = marker
+        self.on_seen = on_seen
+        self.done = threading.Event()
+        self.seen = []
+
+    def run(self):
+        while not self.done.is_set():
+            for pid, cmdline in _pg_dump_pids(self.marker):
+                self.seen.append(pid)
+                self.on_seen(pid, cmdline)
+            time.sleep(0.01)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.join()
+
+
+@pytest.mark.slow
+def test_password_never_on_a_command_line_nor_in_results(backup, big_db, stack):
+    password = stack['RUNBOOK_PG_PASSWORD'].encode()
+    leaks = []
+
+    def inspect(pid, cmdline):
+        if password in cmdline:
+            leaks.append(('cmdline', pid))
+        try:
+            with open('/proc/%d/environ' % pid, 'rb') as handle:
+                if password in handle.read():
+                    leaks.append(('environ', pid))
+        except OSError:
+            pass
+
+    with ProcessWatcher('secret', inspect) as watcher:
+        result = backup(db=big_db, label='secret')
+    assert watcher.seen, 'pg_dump was never observed running; the test could not check its command line'
+    assert leaks == []
+    assert result['changed'] is True
+    assert password.decode() not in json.dumps(result)
+
+
+@pytest.mark.slow
+def test_killed_pg_dump_leaves_no_backup_and_keeps_earlier_ones(backup, big_db, make_db):
+    db = make_db()
+    earlier = backup(db=db, label='killme')['backup']
+    before = sha256(earlier['path'])
+    dest_before = listing(backup.dest)
+    killed = []
+
+    def kill_once(pid, dummy):
+        if not killed:
+            time.sleep(0.3)
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    # Dump the big database under the same dest and label, and kill pg_dump halfway.
+    with ProcessWatcher('.partial.%s.killme' % big_db, kill_once):
+        result = backup(db=big_db, label='killme')
+    assert killed, 'pg_dump finished before it could be killed'
+    assert_clear_failure(result, 'killed by signal 9')
+    assert listing(backup.dest) == dest_before
+    assert sha256(earlier['path']) == before
+
+
+@pytest.mark.slow
+def test_disk_full_is_a_clear_error_and_leaves_nothing(backup, big_db, tmp_path):
+    mount = tmp_path / 'tiny'
+    mount.mkdir()
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', str(mount)], check=True)
+    try:
+        keep = mount / 'keep.txt'
+        keep.write_text('earlier backup stand-in')
+        result = backup(db=big_db, dest=str(mount))
+        assert_clear_failure(result, 'No space left on device', str(mount))
+        assert sorted(os.listdir(mount)) == ['.pg_backup.lock', 'keep.txt']
+        assert keep.read_text() == 'earlier backup stand-in'
+    finally:
+        subprocess.run(['umount', str(mount)], check=True)
+
+
+def test_s3_endpoint_down_fails_and_keeps_local_backup(backup, make_db):
+    db = make_db()
+    result = backup(db=db, s3_bucket='nowhere', s3_endpoint_url='http://127.0.0.1:9', s3_retries=1)
+    assert_clear_failure(result, 'upload', 'the verified local backup is kept at')
+    kept = [n for n in listing(backup.dest) if n.endswith('.dump')]
+    assert len(kept) == 1
+    path = os.path.join(backup.dest, kept[0])
+    assert open(path + '.sha256').read().split()[0] == sha256(path)
+    assert 's3_uri' not in json.loads(open(path + '.json').read())
+
+
+def test_unwritable_dest(backup, make_db, tmp_path):
+    db = make_db()
+    target = tmp_path / 'readonly'
+    target.mkdir()
+    # root ignores permission bits, so make the directory unwritable with a read-only bind mount.
+    subprocess.run(['mount', '--bind', '-o', 'ro', str(target), str(target)], check=True)
+    try:
+        subprocess.run(['mount', '-o', 'remount,ro,bind', str(target)], check=True)
+        result = backup(db=db, dest=str(target))
+        assert_clear_failure(result, str(target))
+        assert 'Traceback' not in result['msg']
+    finally:
+        subprocess.run(['umount', str(target)], check=True)
+
+
+# -- restore --------------------------------------------------------------------------------
+
+def test_restore_into_new_database_from_label(backup, make_db, stack):
+    db = make_db(rows=300)
+    taken = backup(db=db, label='pre_migration')
+    target = make_db(rows=None)
+    sql(stack, 'postgres', 'DROP DATABASE %s' % target)
+    planned = backup(check=True, state='restored', db=target, source_db=db, label='pre_migration')
+    assert planned['changed'] is True
+    assert not sql(stack, 'postgres', 'SELECT 1 FROM pg_database WHERE datname = %s', (target,))
+    result = backup(state='restored', db=target, source_db=db, label='pre_migration')
+    assert result['changed'] is True, result
+    assert result['restore']['created_database'] is True
+    assert result['restore']['checksum_verified'] is True
+    assert result['restore']['source'] == taken['backup']['path']
+    assert counts(stack, target) == {'users': 300, 'orders': 900}
+
+
+def test_restore_over_live_database_takes_safety_backup(backup, make_db, stack):
+    db = make_db(rows=100)
+    taken = backup(db=db, label='pre_migration')
+    sql(stack, db, "DELETE FROM sales.orders; INSERT INTO public.users (email) VALUES ('late@x')")
+    holder = connect(stack, db)
+    try:
+        refused = backup(state='restored', db=db, src=taken['backup']['path'], clean=True)
+        assert_clear_failure(refused, 'other session', 'terminate_sessions')
+        assert counts(stack, db) == {'users': 101, 'orders': 0}
+        result = backup(state='restored', db=db, src=taken['backup']['path'], clean=True, terminate_sessions=True)
+    finally:
+        holder.close()
+    assert result['changed'] is True, result
+    assert result['restore']['terminated_sessions']
+    assert counts(stack, db) == {'users': 100, 'orders': 300}
+    safety = result['restore']['safety_backup']
+    assert safety['label'] == 'pre_restore' and os.path.exists(safety['path'])
+    # The safety backup holds the state before the restore.
+    check = make_db(rows=None)
+    backup(state='restored', db=check, src=safety['path'], clean=True)
+    assert counts(stack, check) == {'users': 101, 'orders': 0}
+
+
+def test_restore_from_s3_uri(backup, make_db, stack, bucket, tmp_path):
+    db = make_db(rows=50)
+    taken = backup(db=db, **s3_args(stack, bucket))
+    target = make_db(rows=None)
+    fresh_dest = str(tmp_path / 'elsewhere')
+    result = backup(state='restored', db=target, dest=fresh_dest, src=taken['backup']['s3_uri'],
+                    **s3_args(stack, bucket))
+    assert result['changed'] is True, result
+    assert result['restore']['checksum_verified'] is True
+    assert counts(stack, target) == {'users': 50, 'orders': 150}
+    assert os.path.exists(os.path.join(fresh_dest, taken['backup']['name']))
+
+
+@pytest.mark.parametrize('damage', ['corrupt', 'truncate'])
+def test_restore_refuses_damaged_archive(backup, make_db, stack, damage):
+    db = make_db(rows=100)
+    taken = backup(db=db)['backup']
+    data = bytearray(open(taken['path'], 'rb').read())
+    if damage == 'corrupt':
+        data[len(data) // 2] ^= 0xFF
+    else:
+        data = data[:len(data) // 2]
+    with open(taken['path'], 'wb') as handle:
+        handle.write(data)
+    target = make_db(rows=10)
+    result = backup(state='restored', db=target, src=taken['path'], clean=True)
+    assert_clear_failure(result, 'refusing to restore', 'corrupt or truncated')
+    assert counts(stack, target) == {'users': 10, 'orders': 30}, 'the target was touched'
+
+
+def test_failed_restore_leaves_target_as_it_was(backup, make_db, stack):
+    """Without clean, restoring over existing tables fails inside one transaction: nothing changes."""
+    db = make_db(rows=20)
+    taken = backup(db=db)['backup']
+    target = make_db(rows=7)
+    result = backup(state='restored', db=target, src=taken['path'], safety_backup=False)
+    assert_clear_failure(result, 'pg_restore')
+    assert counts(stack, target) == {'users': 7, 'orders': 21}
+
+
+def test_restore_without_recorded_checksum_is_refused(backup, make_db, stack, tmp_path):
+    db = make_db(rows=5)
+    taken = backup(db=db)['backup']
+    os.unlink(taken['path'] + '.sha256')
+    target = make_db(rows=None)
+    refused = backup(state='restored', db=target, src=taken['path'])
+    assert_clear_failure(refused, 'no recorded sha256', 'checksum=')
+    ok = backup(state='restored', db=target, src=taken['path'], checksum=taken['sha256'])
+    assert ok['changed'] is True and counts(stack, target) == {'users': 5, 'orders': 15}
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_old_pg_dump(tmp_path):
+    """Test double of an old pg_dump: it only answers --version, as pg_dump 12 does."""
+    bindir = tmp_path / 'pg12' / 'bin'
+    bindir.mkdir(parents=True)
+    script = bindir / 'pg_dump'
+    script.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "pg_dump (PostgreSQL) 12.20" && exit 0\nexit 1\n')
+    script.chmod(0o755)
+    return str(bindir)
+
+
+BAD_INPUTS = [
+    (dict(label='pre.migration'), ['label', "letters, digits"]),
+    (dict(compress=12), ['compress must be between 0 and 9']),
+    (dict(format='tar', compress=5), ['compress is not supported by the tar format']),
+    (dict(jobs=0), ['jobs must be 1 or more']),
+    (dict(jobs=4), ['jobs > 1 needs format=directory']),
+    (dict(keep=-1), ['keep must be 0']),
+    (dict(max_age='soon'), ["max_age 'soon' is not a duration"]),
+    (dict(checksum='abc', state='restored'), ['checksum must be a sha256']),
+    (dict(src='s3://only-bucket', state='restored'), ['must name a bucket and a key']),
+    (dict(db=None, db_url='mysql://u:p@localhost/app'), ['db_url must start with postgres://']),
+    (dict(db=None, db_url='postgres://u@127.0.0.1/app?sslmod=require'), ["unsupported query parameter 'sslmod'"]),
+    (dict(db='no_such_database_x'), ["database 'no_such_database_x'", 'does not exist']),
+    (dict(login_password='wrong-password'), ['password authentication failed', 'login_password']),
+    (dict(login_port=9), ['could not connect', 'login_port']),
+    (dict(pg_bin_dir='/nonexistent/bin'), ["pg_dump was not found in pg_bin_dir '/nonexistent/bin'"]),
+    (dict(format='zip'), ['format']),
+    (dict(state='restored', label='nothing_here'), ["no backup of database", "label 'nothing_here'"]),
+]
+
+
+@pytest.mark.parametrize('args,fragments', BAD_INPUTS, ids=[str(sorted(a)) + str(i) for i, (a, f) in enumerate(BAD_INPUTS)])
+def test_bad_input_is_a_clear_error(backup, make_db, args, fragments):
+    db = make_db(rows=5)
+    merged = dict(db=db)
+    merged.update(args)
+    merged = {k: v for k, v in merged.items() if v is not None}
+    result = backup(**merged)
+    assert_clear_failure(result, *fragments)
+    if os.path.isdir(backup.dest):
+        assert not [n for n in listing(backup.dest) if n.endswith('.dump')], 'a failed run left a backup'
+
+
+def test_dest_is_a_file(backup, make_db, tmp_path):
+    path = tmp_path / 'afile'
+    path.write_text('x')
+    assert_clear_failure(backup(db=make_db(rows=5), dest=str(path)), 'is not a directory')
+
+
+def test_pg_dump_older_than_server(backup, make_db, fake_old_pg_dump):
+    result = backup(db=make_db(rows=5), pg_bin_dir=fake_old_pg_dump)
+    assert_clear_failure(result, 'pg_dump 12', 'older than the PostgreSQL 15 server', 'pg_bin_dir')
+
+
+def test_db_url_password_is_not_leaked(backup, make_db, stack):
+    db = make_db(rows=5)
+    url = 'postgresql://%s:%s@%s:%s/%s' % (stack['RUNBOOK_PG_USER'], stack['RUNBOOK_PG_PASSWORD'],
+                                            stack['RUNBOOK_PG_HOST'], stack['RUNBOOK_PG_PORT'], db)
+    result = backup(login_host=None, login_port=None, login_user=None, login_password=None, db_url=url)
+    assert result['changed'] is True, result
+    assert stack['RUNBOOK_PG_PASSWORD'] not in json.dumps(result)
+    bad = backup(login_host=None, login_port=None, login_user=None, login_password=None,
+                 db_url=url.replace(stack['RUNBOOK_PG_PASSWORD'], 'nope-' + stack['RUNBOOK_PG_PASSWORD'][:4]))
+    assert_clear_failure(bad, 'password authentication failed')
