@@ -26,7 +26,7 @@ def _read_stack_env():
         for line in handle:
             line = line.strip()
             if line.startswith('export '):
-                key, _, value = line[len('export '):].partition('=')
+                key, dummy, value = line[len('export '):].partition('=')
                 env[key] = shlex.split(value)[0] if value else ''
     return env
 

@@ -1,0 +1,20 @@
+# The two commands of the README. Everything they need is installed by tests/scripts/bootstrap.sh.
+.PHONY: demo test stack-start stack-stop sanity lint pytest molecule bench clean
+
+demo: ## Install what is needed, start the local stack, run the main job against inventories/local.
+	bash playbooks/demo.sh
+
+test: ## Install what is needed and run every test layer (what CI runs).
+	bash tests/scripts/run_all.sh
+
+stack-start:
+	tests/scripts/bootstrap.sh && .venv/bin/python tests/stack/stack.py start
+
+stack-stop:
+	.venv/bin/python tests/stack/stack.py stop
+
+sanity lint pytest molecule:
+	LAYERS=$@ bash tests/scripts/run_all.sh
+
+clean: stack-stop
+	rm -rf .cache build *.tar.gz

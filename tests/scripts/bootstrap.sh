@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install what the tests and the demo need, once: system packages, the Python venv, the Node tools.
+# Re-running is cheap: each step is skipped while its inputs (requirement and lock files) are unchanged.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
+cd "$repo"
+
+log() { printf 'bootstrap: %s\n' "$*"; }
+
+# System packages: redis-server for the stack, shellcheck for ansible-test's shellcheck sanity test,
+# the PostgreSQL 15 server and client tools (preinstalled on this image; a no-op then).
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v shellcheck >/dev/null || need+=(shellcheck)
+[[ -x /usr/lib/postgresql/15/bin/initdb ]] || need+=(postgresql-15)
+command -v pg_dump >/dev/null || need+=(postgresql-client-15)
+command -v node >/dev/null || need+=(nodejs npm)
+if ((${#need[@]})); then
+    log "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q "${need[@]}" >/dev/null 2>&1; then
+        apt-get update -q >/dev/null
+        apt-get install -y -q "${need[@]}" >/dev/null
+    fi
+fi
+
+# Python: a venv at .venv from the pinned requirements.
+stamp=".venv/.requirements.sha256"
+want="$(cat requirements/dev.txt requirements/python.txt | sha256sum | cut -d' ' -f1)"
+if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    log "creating .venv from requirements/dev.txt"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -r requirements/dev.txt
+    echo "$want" > "$stamp"
+fi
+
+# Node: PM2, the Prisma CLI and Unleash from package-lock.json.
+stamp="node_modules/.package-lock.sha256"
+want="$(sha256sum package-lock.json | cut -d' ' -f1)"
+if [[ ! -d node_modules || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    log "installing Node packages (npm ci)"
+    npm ci --no-audit --no-fund --loglevel=error --cache "$repo/.cache/npm" >/dev/null
+    echo "$want" > "$stamp"
+fi
+log "ready"

@@ -1,0 +1,60 @@
+"""Connection parameters from options and URLs (plugins/module_utils/postgres.py)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from ansible_collections.runbook.deploy.plugins.module_utils import postgres as pg
+
+
+def test_url_is_parsed_and_unquoted():
+    params = pg.parse_db_url('postgresql://app%40corp:p%3Ass%2Fw@db.example:6543/app%20db?sslmode=require')
+    assert params == dict(user='app@corp', password='p:ss/w', host='db.example', port=6543, dbname='app db',
+                          sslmode='require')
+
+
+@pytest.mark.parametrize('url,fragment', [
+    ('mysql://u:p@h/db', 'must start with postgres://'),
+    ('postgres://u:p@h:notaport/db', 'not a valid URL'),
+    ('postgres://u@h/db?sslmod=require', "unsupported query parameter 'sslmod'"),
+])
+def test_bad_urls_name_the_problem_without_the_password(url, fragment):
+    with pytest.raises(pg.PostgresError) as err:
+        pg.parse_db_url(url)
+    assert fragment in str(err.value)
+    assert ':p@' not in str(err.value)
+
+
+def test_explicit_options_override_the_url_and_defaults_apply():
+    conn = pg.connection_from_params(dict(db_url='postgres://u:secret@h:7000/app', login_port=7001, db=None,
+                                          login_user=None, login_password=None, login_host=None,
+                                          login_unix_socket=None, ssl_mode=None, ca_cert=None, connect_timeout=5))
+    assert conn == dict(user='u', password='secret', host='h', port=7001, dbname='app', connect_timeout=5)
+    conn = pg.connection_from_params(dict(db='app', connect_timeout=None))
+    assert (conn['port'], conn['user'], 'host' in conn) == (5432, 'postgres', False)
+
+
+def test_a_database_is_required():
+    with pytest.raises(pg.PostgresError, match='no database given'):
+        pg.connection_from_params(dict(login_host='h'))
+
+
+def test_passfile_is_private_and_escaped(tmp_path):
+    path = pg.write_passfile(dict(password='a:b\\c'), str(tmp_path))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert open(path).read() == '*:*:*:*:a\\:b\\\\c\n'
+    env = pg.libpq_environment(dict(port=5432, user='u', dbname='d', host='h'), path)
+    assert env['PGPASSFILE'] == path and env['PGPASSWORD'] == ''
+    assert 'a:b' not in ''.join(env.values())
+    assert pg.write_passfile(dict(password=None), str(tmp_path)) is None
+
+
+def test_connect_errors_get_a_hint():
+    class Err(Exception):
+        pass
+    assert 'login_password' in pg.explain_connect_error(Err('FATAL:  password authentication failed for user "x"'))
+    assert 'login_port' in pg.explain_connect_error(Err('connection to server failed: Connection refused'))
+    assert pg.explain_connect_error(Err('something else')) == 'something else'
