@@ -159,6 +159,7 @@ attributes:
     description: Connects and reads (server version, existing backups, S3 listing) but writes nothing.
   diff_mode:
     support: none
+    description: Backups and restores have no before/after text worth showing; the result lists what changed.
 notes:
   - O(state=restored) always reports a change when it restores, because a restore is an action, like
     M(ansible.builtin.command). Guard it with C(when) in playbooks.
@@ -176,7 +177,7 @@ seealso:
     description: PostgreSQL's documentation of pg_dump.
     link: https://www.postgresql.org/docs/current/app-pgdump.html
 author:
-  - runbook.deploy contributors
+  - runbook.deploy contributors (@runbook-deploy)
 '''
 
 EXAMPLES = r'''
