@@ -11,7 +11,7 @@ export ANSIBLE_PYTHON_INTERPRETER="$repo/.venv/bin/python"
 export ANSIBLE_NOCOLOR="${ANSIBLE_NOCOLOR:-1}"
 export ANSIBLE_FORCE_COLOR=0
 export XDG_CACHE_HOME="$repo/.cache/xdg"
-export MOLECULE_EPHEMERAL_DIRECTORY="$repo/.cache/molecule"
+export MOLECULE_EPHEMERAL_DIRECTORY="${MOLECULE_EPHEMERAL_DIRECTORY:-$repo/.cache/molecule/default}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export npm_config_cache="$repo/.cache/npm"
 export PRISMA_HIDE_UPDATE_MESSAGE=1 CHECKPOINT_DISABLE=1

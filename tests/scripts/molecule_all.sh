@@ -11,6 +11,9 @@ for dir in molecule/*/; do
     scenario="$(basename "$dir")"
     [[ -f "$dir/molecule.yml" ]] || continue
     printf -- '--- molecule scenario %s\n' "$scenario"
+    # A fresh state per scenario: with an unmanaged driver, a stale "prepared" flag would skip prepare.
+    export MOLECULE_EPHEMERAL_DIRECTORY="$repo/.cache/molecule/$scenario"
+    molecule reset --scenario-name "$scenario" >/dev/null 2>&1 || true
     if ! molecule test --scenario-name "$scenario"; then
         echo "molecule scenario $scenario FAILED"
         failed=$((failed + 1))
