@@ -244,12 +244,15 @@ def partial_path(dest, name):
 class DestLock(object):
     """An exclusive flock on dest, so two runs never write or prune the same directory at once."""
 
-    def __init__(self, dest, wait=True):
+    def __init__(self, dest, wait=True, create=True):
         self.path = os.path.join(dest, LOCK_NAME)
         self.wait = wait
+        self.create = create
         self.handle = None
 
     def __enter__(self):
+        if not self.create and not os.path.exists(self.path):
+            return self  # check mode: nothing is written, so there is nothing to guard
         self.handle = open(self.path, 'a')
         flags = fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB
         try:
@@ -262,7 +265,8 @@ class DestLock(object):
         return self
 
     def __exit__(self, *exc):
-        self.handle.close()
+        if self.handle:
+            self.handle.close()
         return False
 
 

@@ -14,17 +14,24 @@ holds a complete, checksummed backup.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import threading
 
-try:
-    import boto3
-    import botocore.config
-    import botocore.exceptions
-    HAS_BOTO3 = True
-except ImportError:
-    boto3 = None
-    HAS_BOTO3 = False
+# boto3 takes a third of a second to import: modules load it only when they talk to S3 (s3_client()).
+HAS_BOTO3 = importlib.util.find_spec('boto3') is not None and importlib.util.find_spec('botocore') is not None
+boto3 = None
+botocore = None
+
+
+def _load_boto3():
+    global boto3, botocore  # pylint: disable=global-statement
+    if boto3 is None:
+        import boto3  # pylint: disable=redefined-outer-name
+        import botocore.config  # pylint: disable=redefined-outer-name
+        import botocore.exceptions
+    return boto3
+
 
 MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB
@@ -71,6 +78,7 @@ def join_key(prefix, name):
 
 def s3_client(params):
     """A boto3 S3 client from the s3_* options (credentials fall back to boto3's usual chain)."""
+    _load_boto3()
     config = botocore.config.Config(
         retries={'max_attempts': max(1, params.get('s3_retries') or 1), 'mode': 'standard'},
         connect_timeout=10, read_timeout=120, max_pool_connections=16,
@@ -99,10 +107,10 @@ def write_args(params):
 
 def explain(exc, action):
     """One-line message for a boto3/botocore exception."""
-    if HAS_BOTO3 and isinstance(exc, botocore.exceptions.ClientError):
+    if botocore is not None and isinstance(exc, botocore.exceptions.ClientError):
         err = exc.response.get('Error', {})
         return '%s: %s %s' % (action, err.get('Code', 'error'), err.get('Message', ''))
-    if HAS_BOTO3 and isinstance(exc, botocore.exceptions.NoCredentialsError):
+    if botocore is not None and isinstance(exc, botocore.exceptions.NoCredentialsError):
         return '%s: no AWS credentials found (set s3_access_key/s3_secret_key, s3_profile or the AWS_* environment)' % action
     return '%s: %s' % (action, exc)
 

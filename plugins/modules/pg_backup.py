@@ -509,7 +509,7 @@ class PgBackup(object):
         dest = p['dest']
         if not self.ensure_dest():
             return True, self.planned(dbname, label)
-        with catalog.DestLock(dest):
+        with catalog.DestLock(dest, create=not self.module.check_mode):
             if not self.module.check_mode:
                 self.removed.extend(catalog.remove_partials(dest))
             existing = catalog.local_backups(dest, dbname, label)
@@ -589,6 +589,7 @@ class PgBackup(object):
         env = dict(self.env, PGDATABASE=dbname)
         snapshot_conn = None
         uploader = None
+        upload_error = None
         try:
             snapshot = None
             if p['verify'] == 'restore':
@@ -608,9 +609,15 @@ class PgBackup(object):
                 raise BackupError(self.explain_dump_failure(rc, err or out, dest))
             catalog.fsync_path(partial)
             if uploader:
-                sha256, size, small = uploader.finish()
-                checksum_text = '%s  %s\n' % (sha256, name)
-            else:
+                try:
+                    sha256, size, small = uploader.finish()
+                    checksum_text = '%s  %s\n' % (sha256, name)
+                except s3.S3Error as exc:
+                    # The upload failed, the dump did not: keep going and keep the local backup.
+                    upload_error = exc
+                    uploader.abort()
+                    uploader = None
+            if not uploader:
                 checksum_text, sha256 = catalog.checksum_lines(partial, p['format'], name)
                 size, small = catalog.backup_size(partial), None
             verification = self.verify(partial, p['format'], p['verify'], dbname, snapshot_conn)
@@ -631,6 +638,8 @@ class PgBackup(object):
             verification=verification, server_version='%d.%d' % self.server_version,
             pg_dump_version=self.tools.dump_major, dump_duration=round(dump_duration, 3), reused=False)
         catalog.write_manifest(final, manifest)
+        if upload_error:
+            raise BackupError('%s; the verified local backup is kept at %s' % (upload_error, final))
         if p['s3_bucket']:
             try:
                 if uploader:

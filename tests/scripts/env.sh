@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the project's scripts: keep every tool's state inside the tree (.cache/), use the venv,
 # and find this collection through a link, not a copy. Safe to source twice.
 repo="${repo:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)}"

@@ -3,7 +3,7 @@
 # and the stack running (tests/scripts/run_all.sh does both). Exit code: number of failed scenarios (capped).
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
-cd "$repo"
+cd "$repo" || exit 1
 # shellcheck source=tests/scripts/env.sh
 source tests/scripts/env.sh
 failed=0

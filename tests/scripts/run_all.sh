@@ -4,7 +4,7 @@
 # Choose layers with LAYERS="sanity lint pytest molecule" (default: all).
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
-cd "$repo"
+cd "$repo" || exit 1
 
 started_at=$(date +%s)
 tests/scripts/bootstrap.sh || exit 1

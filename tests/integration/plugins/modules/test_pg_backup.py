@@ -105,6 +105,14 @@ def test_check_mode_writes_nothing_then_backup_then_reuse(backup, make_db):
     third = backup(db=db, label='pre_migration')
     assert third['changed'] is True and third['backup']['path'] != info['path']
 
+    # Check mode against an existing dest predicts a backup and writes nothing, not even a lock file.
+    os.unlink(os.path.join(backup.dest, '.pg_backup.lock'))
+    before = listing(backup.dest)
+    predicted = backup(check=True, db=db, label='pre_migration', keep=1)
+    assert predicted['changed'] is True
+    assert len(predicted['removed']) == 2, 'check mode should report what retention would delete'
+    assert listing(backup.dest) == before
+
 
 def test_max_age_ignores_old_and_other_labels(backup, make_db):
     db = make_db()
@@ -370,6 +378,16 @@ def test_s3_endpoint_down_fails_and_keeps_local_backup(backup, make_db):
     path = os.path.join(backup.dest, kept[0])
     assert open(path + '.sha256').read().split()[0] == sha256(path)
     assert 's3_uri' not in json.loads(open(path + '.json').read())
+
+
+@pytest.mark.slow
+def test_s3_down_during_a_streamed_upload_keeps_the_local_backup(backup, big_db):
+    result = backup(db=big_db, s3_bucket='nowhere', s3_endpoint_url='http://127.0.0.1:9', s3_retries=1)
+    assert_clear_failure(result, 'the verified local backup is kept at')
+    kept = [n for n in listing(backup.dest) if n.endswith('.dump')]
+    assert len(kept) == 1 and os.path.getsize(os.path.join(backup.dest, kept[0])) > 20 * 1024 * 1024
+    path = os.path.join(backup.dest, kept[0])
+    assert open(path + '.sha256').read().split()[0] == sha256(path)
 
 
 def test_unwritable_dest(backup, make_db, tmp_path):

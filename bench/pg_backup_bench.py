@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+"""Benchmark: runbook.deploy.pg_backup against the runbook's own commands, on a >= 1 GB pgbench database.
+
+Prints, from one run (rounds alternate so both sides see the same machine):
+  raw `pg_dump -Fc`                  vs  pg_backup (verify=list, no upload)      target: within 5 %
+  raw `pg_dump -Fc` + S3 upload      vs  pg_backup (verify=list, S3 upload)      target: well under the sum
+
+The reference upload is boto3's managed `upload_file` (what `aws s3 cp` does) to the same S3 endpoint.
+pg_backup runs through `ansible localhost -m runbook.deploy.pg_backup`, as a user runs it, so Ansible's start-up
+is included in its time. Needs the local stack (postgres, moto): `make stack-start`, then
+`.venv/bin/python bench/pg_backup_bench.py [--scale 70] [--rounds 2]` with tests/scripts/env.sh sourced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+
+import boto3
+import psycopg2
+
+PG_BIN = os.environ.get('RUNBOOK_PG_BINDIR', '/usr/lib/postgresql/15/bin')
+
+
+def env_or_die(name):
+    value = os.environ.get(name)
+    if not value:
+        raise SystemExit('%s is not set: start the stack and source tests/scripts/env.sh' % name)
+    return value
+
+
+def pg_env():
+    env = dict(os.environ)
+    env.update(PGHOST=env_or_die('RUNBOOK_PG_HOST'), PGPORT=env_or_die('RUNBOOK_PG_PORT'),
+               PGUSER=env_or_die('RUNBOOK_PG_USER'), PGPASSWORD=env_or_die('RUNBOOK_PG_PASSWORD'))
+    return env
+
+
+def database_size(dbname):
+    conn = psycopg2.connect(host=os.environ['RUNBOOK_PG_HOST'], port=os.environ['RUNBOOK_PG_PORT'],
+                            user=os.environ['RUNBOOK_PG_USER'], password=os.environ['RUNBOOK_PG_PASSWORD'],
+                            dbname='postgres')
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute('SELECT pg_database_size(%s) FROM pg_database WHERE datname = %s', (dbname, dbname))
+            row = cursor.fetchone()
+            return row[0] if row else None
+    finally:
+        conn.close()
+
+
+def ensure_pgbench(dbname, scale):
+    size = database_size(dbname)
+    if size and size >= 1000 * 1000 * 1000:
+        return size
+    env = pg_env()
+    subprocess.run([os.path.join(PG_BIN, 'dropdb'), '--if-exists', dbname], env=env, check=True)
+    subprocess.run([os.path.join(PG_BIN, 'createdb'), dbname], env=env, check=True)
+    print('creating pgbench database %s at scale %d ...' % (dbname, scale), flush=True)
+    subprocess.run([os.path.join(PG_BIN, 'pgbench'), '-i', '-q', '-s', str(scale), dbname], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run([os.path.join(PG_BIN, 'vacuumdb'), '--analyze', dbname], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return database_size(dbname)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def raw_dump(dbname, path):
+    subprocess.run([os.path.join(PG_BIN, 'pg_dump'), '-Fc', '-f', path, dbname], env=pg_env(), check=True)
+
+
+def raw_upload(client, bucket, path):
+    client.upload_file(path, bucket, 'reference/' + os.path.basename(path))
+
+
+def run_pg_backup(dbname, dest, bucket=None):
+    args = dict(login_host=os.environ['RUNBOOK_PG_HOST'], login_port=int(os.environ['RUNBOOK_PG_PORT']),
+                login_user=os.environ['RUNBOOK_PG_USER'], login_password=os.environ['RUNBOOK_PG_PASSWORD'],
+                db=dbname, dest=dest, label='bench', verify='list')
+    if bucket:
+        args.update(s3_bucket=bucket, s3_prefix='pg_backup', s3_endpoint_url=os.environ['RUNBOOK_S3_ENDPOINT_URL'],
+                    s3_region='us-east-1')
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK='ansible.builtin.json', ANSIBLE_LOAD_CALLBACK_PLUGINS='1')
+    proc = subprocess.run(['ansible', 'localhost', '-c', 'local', '-m', 'runbook.deploy.pg_backup', '-a',
+                           json.dumps(args)], env=env, capture_output=True, text=True, check=False)
+    try:
+        result = json.loads(proc.stdout)['plays'][0]['tasks'][0]['hosts']['localhost']
+    except (ValueError, KeyError, IndexError):
+        raise SystemExit('pg_backup did not run: %s %s' % (proc.stdout[-2000:], proc.stderr[-2000:]))
+    if result.get('failed'):
+        raise SystemExit('pg_backup failed: %s' % result.get('msg'))
+    return result['backup']
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
+    parser.add_argument('--scale', type=int, default=70, help='pgbench scale (70 is about 1.05 GB)')
+    parser.add_argument('--rounds', type=int, default=2)
+    parser.add_argument('--db', default='bench_pgbench')
+    opts = parser.parse_args()
+
+    size = ensure_pgbench(opts.db, opts.scale)
+    client = boto3.client('s3', endpoint_url=env_or_die('RUNBOOK_S3_ENDPOINT_URL'), region_name='us-east-1')
+    bucket = 'bench-%d' % os.getpid()
+    client.create_bucket(Bucket=bucket)
+    work = tempfile.mkdtemp(prefix='pg_backup_bench_')
+    rows = {'raw_dump': [], 'raw_upload': [], 'pg_backup': [], 'pg_backup_s3': []}
+    dump_size = None
+    try:
+        for round_no in range(1, opts.rounds + 1):
+            path = os.path.join(work, 'raw_%d.dump' % round_no)
+            t_dump, dummy = timed(lambda: raw_dump(opts.db, path))
+            t_up, dummy = timed(lambda: raw_upload(client, bucket, path))
+            dump_size = os.path.getsize(path)
+            os.unlink(path)
+            t_mod, dummy = timed(lambda: run_pg_backup(opts.db, os.path.join(work, 'local_%d' % round_no)))
+            t_mod_s3, dummy = timed(lambda: run_pg_backup(opts.db, os.path.join(work, 's3_%d' % round_no), bucket))
+            shutil.rmtree(os.path.join(work, 'local_%d' % round_no))
+            shutil.rmtree(os.path.join(work, 's3_%d' % round_no))
+            for key, value in (('raw_dump', t_dump), ('raw_upload', t_up), ('pg_backup', t_mod), ('pg_backup_s3', t_mod_s3)):
+                rows[key].append(value)
+            print('round %d: pg_dump %.2fs, upload %.2fs, pg_backup %.2fs, pg_backup+S3 %.2fs'
+                  % (round_no, t_dump, t_up, t_mod, t_mod_s3), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        for obj in client.list_objects_v2(Bucket=bucket).get('Contents', []):
+            client.delete_object(Bucket=bucket, Key=obj['Key'])
+        client.delete_bucket(Bucket=bucket)
+
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    print()
+    print('database %s: %.2f GB; custom-format dump %.1f MB; median of %d rounds; %d cores'
+          % (opts.db, size / 1e9, dump_size / 1e6, opts.rounds, os.cpu_count()))
+    print('%-44s %10s %10s %8s' % ('', 'reference', 'pg_backup', 'ratio'))
+    print('%-44s %9.2fs %9.2fs %8.3f' % (
+        'dump (verify=list, no upload)', med['raw_dump'], med['pg_backup'], med['pg_backup'] / med['raw_dump']))
+    ref = med['raw_dump'] + med['raw_upload']
+    print('%-44s %9.2fs %9.2fs %8.3f' % (
+        'dump + S3 upload (reference run in sequence)', ref, med['pg_backup_s3'], med['pg_backup_s3'] / ref))
+    print('%-44s %9.2fs' % ('  of which the reference upload', med['raw_upload']))
+
+
+if __name__ == '__main__':
+    main()
