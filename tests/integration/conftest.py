@@ -11,9 +11,8 @@ import uuid
 
 import pytest
 
-from helpers import sql
+from helpers import REPO, sql
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _read_stack_env():

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import psycopg2
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def connect(stack, dbname='postgres'):

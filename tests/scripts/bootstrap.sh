@@ -30,7 +30,11 @@ want="$(cat requirements/dev.txt requirements/python.txt | sha256sum | cut -d' '
 if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     log "creating .venv from requirements/dev.txt"
     python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check -r requirements/dev.txt
+    # pip's output is shown only when it fails (this machine's pip config adds a warning per package).
+    if ! .venv/bin/pip install -q --disable-pip-version-check -r requirements/dev.txt >.venv/pip-install.log 2>&1; then
+        cat .venv/pip-install.log >&2
+        exit 1
+    fi
     echo "$want" > "$stamp"
 fi
 
