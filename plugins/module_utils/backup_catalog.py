@@ -272,8 +272,6 @@ class DestLock(object):
 
 def select_expired(backups, keep, protect=()):
     """Backups (newest first) beyond the newest ``keep``, never any name in protect."""
-    if not keep:
-        return []
     return [b for b in backups[keep:] if b['name'] not in protect]
 
 

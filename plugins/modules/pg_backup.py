@@ -517,11 +517,11 @@ class PgBackup(object):
             if reused:
                 changed, result = self.reuse(reused)
             elif self.module.check_mode:
-                return True, self.planned(dbname, label, existing)
+                result, changed = self.planned(dbname, label, existing), True
             else:
                 result = self.dump(dbname, label, existing)
                 changed = True
-            changed = self.apply_retention(dbname, label, result['name']) or changed
+            changed = self.apply_retention(dbname, label, result['name'], planned=result.get('planned', False)) or changed
         return changed, result
 
     def planned(self, dbname, label, existing=()):
@@ -845,10 +845,11 @@ class PgBackup(object):
             s3.upload_file(self.s3, p['s3_bucket'], key + suffix, path + suffix, {}, s3.write_args(p))
 
     # -- retention -------------------------------------------------------------------------
-    def apply_retention(self, dbname, label, keep_name):
-        keep = self.params['keep']
-        if not keep:
+    def apply_retention(self, dbname, label, keep_name, planned=False):
+        if not self.params['keep']:
             return False
+        # In check mode the planned backup does not exist yet but takes one of the slots.
+        keep = self.params['keep'] - 1 if planned else self.params['keep']
         changed = False
         local = catalog.select_expired(catalog.local_backups(self.params['dest'], dbname, label), keep, {keep_name})
         for info in local:

@@ -61,7 +61,7 @@ def test_select_expired_keeps_newest_and_protected():
     backups = [dict(name='n%d' % i) for i in range(5)]  # newest first
     assert [b['name'] for b in catalog.select_expired(backups, 2)] == ['n2', 'n3', 'n4']
     assert [b['name'] for b in catalog.select_expired(backups, 2, protect={'n3'})] == ['n2', 'n4']
-    assert catalog.select_expired(backups, 0) == []
+    assert catalog.select_expired(backups, 0) == backups
 
 
 def test_s3_backups_group_sidecars_and_directory_files():
