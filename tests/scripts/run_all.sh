@@ -11,17 +11,30 @@ tests/scripts/bootstrap.sh || exit 1
 # shellcheck source=tests/scripts/env.sh
 source tests/scripts/env.sh
 
+# Stop at the end only the stack this run started, or one a killed earlier test run left behind
+# (its marker names a process that is gone); a stack someone started by hand stays up.
+marker="${RUNBOOK_STACK_DIR:-$repo/.stack}/started-by-test-run"
 stack_was_running=0
 if .venv/bin/python tests/stack/stack.py status >/dev/null 2>&1; then
     stack_was_running=1
+    if [[ -f "$marker" ]] && ! kill -0 "$(cat "$marker")" 2>/dev/null; then
+        echo "adopting the stack a killed test run left running"
+        stack_was_running=0
+    fi
 fi
 stop_stack() {
     if ((stack_was_running == 0)); then
         .venv/bin/python tests/stack/stack.py stop >/dev/null 2>&1 || true
+        rm -f "$marker"
     fi
 }
 trap stop_stack EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 .venv/bin/python tests/stack/stack.py start || exit 1
+if ((stack_was_running == 0)); then
+    echo $$ > "$marker"
+fi
 # shellcheck disable=SC1091
 source "${RUNBOOK_STACK_DIR:-$repo/.stack}/stack.env"
 
