@@ -70,9 +70,9 @@ def make_db(stack):
 
 @pytest.fixture
 def run_module(localhost):
-    """Run a module on localhost: run_module('runbook.deploy.pg_backup', check=False, **args) -> result dict."""
+    """Run a module on localhost: run_module('runbook.deploy.pg_backup', check=False, diff=False, **args) -> result."""
 
-    def runner(name, check=False, diff=False, **args):
+    def runner(module_name, /, check=False, diff=False, **args):
         dispatcher = localhost
         original = dispatcher._build_play_ds
 
@@ -84,7 +84,7 @@ def run_module(localhost):
 
         dispatcher._build_play_ds = build_play
         try:
-            result = getattr(dispatcher, name)(**args)
+            result = getattr(dispatcher, module_name)(**args)
         finally:
             dispatcher._build_play_ds = original
         return dict(result['localhost'])

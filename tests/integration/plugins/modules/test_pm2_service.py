@@ -1,0 +1,203 @@
+"""runbook.deploy.pm2_service against a real PM2 daemon (a private PM2_HOME per test) and the sample apps."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+from helpers import REPO, assert_clear_failure
+
+MODULE = 'runbook.deploy.pm2_service'
+PM2 = os.path.join(REPO, 'node_modules', '.bin', 'pm2')
+FIXTURES = os.path.join(REPO, 'tests', 'fixtures', 'pm2')
+
+ECOSYSTEM = """module.exports = {
+  apps: [
+    {name: 'api', script: './server.js', exec_mode: 'cluster', instances: 2, wait_ready: true, listen_timeout: 5000,
+     env: {PORT: %(api_port)d, APP_VERSION: 'v1', SECRET_TOKEN: 'never-return-me'},
+     env_production: {APP_VERSION: 'v1-production'}},
+    {name: 'solo', script: './server.js', env: {PORT: %(solo_port)d, APP_VERSION: 'solo'}},
+    {name: 'worker', script: './worker.js'},
+    {name: 'crasher', script: './crash.js', min_uptime: 1000, max_restarts: 50, restart_delay: 100},
+  ],
+};
+"""
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def app_dir(tmp_path):
+    """The sample apps and an ecosystem with free ports, and a private PM2 daemon killed afterwards."""
+    directory = tmp_path / 'app'
+    shutil.copytree(FIXTURES, directory)
+    ports = dict(api_port=free_port(), solo_port=free_port())
+    (directory / 'ecosystem.config.js').write_text(ECOSYSTEM % ports)
+    # PM2's unix sockets need a short path.
+    home = tempfile.mkdtemp(prefix='pm2-', dir='/tmp')
+    open(os.path.join(home, 'touch'), 'w').close()  # no first-run version check
+    yield dict(path=str(directory), ecosystem=str(directory / 'ecosystem.config.js'), home=home, **ports)
+    subprocess.run([PM2, 'kill'], env=dict(os.environ, PM2_HOME=home), capture_output=True, check=False)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def pm2(run_module, app_dir):
+    def call(check=False, diff=False, **args):
+        merged = dict(pm2_home=app_dir['home'], executable=PM2, ecosystem=app_dir['ecosystem'], stable_for=1,
+                      timeout=30)
+        merged.update(args)
+        merged = {k: v for k, v in merged.items() if v is not None}
+        return run_module(MODULE, check=check, diff=diff, **merged)
+    return call
+
+
+def jlist(home):
+    out = subprocess.run([PM2, 'jlist'], env=dict(os.environ, PM2_HOME=home), capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def get_json(port):
+    with urllib.request.urlopen('http://127.0.0.1:%d/' % port, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_start_is_idempotent_and_waits_until_ready(pm2, app_dir):
+    check = pm2(check=True, diff=True, name=['api', 'worker'], env='production')
+    assert check['changed'] is True and check['actions'] == {'api': 'start', 'worker': 'start'}, check
+    assert check['diff']['before'] == {'api': 'absent', 'worker': 'absent'}
+    assert not os.path.exists(os.path.join(app_dir['home'], 'pm2.pid')), 'check mode started a PM2 daemon'
+
+    result = pm2(name=['api', 'worker'], env='production', ready_url='http://127.0.0.1:%d/' % app_dir['api_port'])
+    assert result['changed'] is True, result
+    procs = result['processes']
+    assert [(p['name'], p['status'], p['exec_mode']) for p in procs] == [
+        ('api', 'online', 'cluster'), ('api', 'online', 'cluster'), ('worker', 'online', 'fork')]
+    assert all(p['pid'] > 0 and p['uptime'] >= 1 for p in procs)
+    assert get_json(app_dir['api_port'])['version'] == 'v1-production'
+    assert 'never-return-me' not in json.dumps(result), 'the process environment leaked into the result'
+    assert any('--only api --env production' in c for c in result['executed_commands'])
+    assert any("'worker' has no env_production" in w for w in result['warnings'])
+
+    again = pm2(name=['api', 'worker'], env='production')
+    assert again['changed'] is False and again['actions'] == {'api': 'none', 'worker': 'none'}
+    assert [p['pid'] for p in again['processes']] == [p['pid'] for p in procs]
+
+
+def test_stop_start_restart_delete(pm2, app_dir):
+    pm2(name=['solo', 'worker'])
+    stopped = pm2(name=['solo', 'worker'], state='stopped')
+    assert stopped['changed'] is True
+    assert {p['status'] for p in stopped['processes']} == {'stopped'}
+    assert pm2(name=['solo', 'worker'], state='stopped')['changed'] is False
+    # One command per app: PM2 ignores `stop --only a,b`.
+    assert [c.split()[1:3] for c in stopped['executed_commands'] if ' stop ' in c] == [['stop', 'solo'], ['stop', 'worker']]
+
+    started = pm2(name=['solo'])
+    assert started['changed'] is True and started['processes'][0]['status'] == 'online'
+    pid = started['processes'][0]['pid']
+    restarted = pm2(name=['solo'], state='restarted')
+    assert restarted['changed'] is True and restarted['processes'][0]['pid'] != pid
+    assert restarted['processes'][0]['restarts'] >= 1
+
+    deleted = pm2(name=['solo', 'worker'], state='absent')
+    assert deleted['changed'] is True and deleted['processes'] == []
+    assert not [p for p in jlist(app_dir['home']) if p['name'] in ('solo', 'worker')]
+    assert pm2(name=['solo', 'worker'], state='absent')['changed'] is False
+
+
+def test_cluster_reload_keeps_serving(pm2, app_dir):
+    pm2(name=['api'])
+    old_pids = {p['pid'] for p in jlist(app_dir['home']) if p['name'] == 'api'}
+    failures = []
+    import threading
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            try:
+                get_json(app_dir['api_port'])
+            except Exception as exc:  # pylint: disable=broad-except
+                failures.append(repr(exc))
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        result = pm2(name=['api'], state='reloaded')
+    finally:
+        stop.set()
+        thread.join()
+    assert result['changed'] is True
+    assert {p['pid'] for p in result['processes']}.isdisjoint(old_pids)
+    assert failures == [], 'requests failed during a cluster reload: %s' % failures[:3]
+    assert not result.get('warnings')
+
+
+def test_fork_reload_warns_that_it_is_a_restart(pm2):
+    pm2(name=['solo'])
+    result = pm2(name=['solo'], state='reloaded')
+    assert result['changed'] is True
+    assert any('fork mode' in w for w in result.get('warnings', []))
+
+
+def test_crash_loop_fails_with_the_error_log(pm2, app_dir):
+    result = pm2(name=['crasher'], timeout=20)
+    assert_clear_failure(result, "app 'crasher'", 'DATABASE_URL is not set')
+    assert 'crash-looping' in result['msg'] or 'did not stay online' in result['msg']
+
+
+def test_env_switch_on_reload(pm2, app_dir):
+    pm2(name=['api'])
+    assert get_json(app_dir['api_port'])['version'] == 'v1'
+    switched = pm2(name=['api'], state='reloaded', env='production', update_env=True)
+    assert switched['changed'] is True
+    assert any('--env production --update-env' in c for c in switched['executed_commands'])
+    assert get_json(app_dir['api_port'])['version'] == 'v1-production'
+
+
+def test_save_writes_the_dump(pm2, app_dir):
+    pm2(name=['worker'], save=True)
+    with open(os.path.join(app_dir['home'], 'dump.pm2')) as handle:
+        assert [p['name'] for p in json.load(handle)] == ['worker']
+
+
+BAD_INPUTS = [
+    (dict(name=['nope']), ["app 'nope' is not in ecosystem", 'api']),
+    (dict(name=['api'], env='staging'), ['defines no env_staging in any app', 'production']),
+    (dict(name=['api'], ecosystem='/nonexistent/ecosystem.config.js'), ['does not exist']),
+    (dict(name=['api'], executable='/nonexistent/pm2'), ['pm2 was not found', 'executable']),
+    (dict(name=['ghost'], ecosystem=None), ["app 'ghost' is not known to PM2", 'ecosystem']),
+    (dict(name=['api'], env='production', ecosystem=None), ['env needs ecosystem']),
+    (dict(name=['api'], timeout=0), ['timeout 1 or more']),
+    (dict(name=['api'], cwd='/nonexistent/dir'), ["cwd '/nonexistent/dir' is not a directory"]),
+]
+
+
+@pytest.mark.parametrize('args,fragments', BAD_INPUTS, ids=[str(i) for i in range(len(BAD_INPUTS))])
+def test_bad_input_is_a_clear_error(pm2, args, fragments):
+    assert_clear_failure(pm2(**args), *fragments)
+
+
+def test_broken_ecosystem_is_a_clear_error(pm2, app_dir):
+    with open(app_dir['ecosystem'], 'w') as handle:
+        handle.write('module.exports = { apps: [ { name: "api", script: ')
+    assert_clear_failure(pm2(name=['api']), 'could not load ecosystem', 'SyntaxError')
+
+
+def test_ready_url_that_never_answers(pm2, app_dir):
+    result = pm2(name=['worker'], ready_url='http://127.0.0.1:%d/' % free_port(), timeout=3)
+    assert_clear_failure(result, 'ready_url', 'did not answer 2xx')
