@@ -168,8 +168,8 @@ def main():
     print('%-38s %9s | %9s %7s | %9s %7s' % ('', 'reference', 'pg_backup', 'ratio', 'w/o start', 'ratio'))
     for label, ref, mine in (('dump (verify=list, no upload)', med['raw_dump'], med['pg_backup']),
                              ('dump + S3 upload (reference: in turn)', ref_s3, med['pg_backup_s3'])):
-        print('%-38s %8.2fs | %8.2fs %7.3f | %8.2fs %7.3f' % (label, ref, mine, mine / ref, mine - startup,
-                                                             (mine - startup) / ref))
+        print('%-38s %8.2fs | %8.2fs %7.3f | %8.2fs %7.3f' % (
+            label, ref, mine, mine / ref, mine - startup, (mine - startup) / ref))
     print('reference upload alone %.2fs; Ansible start-up (ansible -m ping) %.2fs, in the pg_backup column, not in '
           '"w/o start"' % (med['raw_upload'], startup))
 

@@ -274,6 +274,13 @@ backup:
       description: Seconds C(pg_dump) ran.
       type: float
       sample: 38.4
+    timings:
+      description:
+        - Seconds per phase after the dump started. C(dump) includes S3 parts uploaded while pg_dump wrote;
+          C(checksum) is the sha256 pass (which also re-sends any S3 part the dump rewrote); C(upload_finish)
+          completes the upload and gives the object its final key and metadata.
+      type: dict
+      sample: {"dump": 38.4, "checksum": 0.8, "verify": 0.2, "upload_finish": 1.9}
     reused:
       description: Whether an existing backup younger than O(max_age) was reused.
       type: bool
@@ -608,6 +615,8 @@ class PgBackup(object):
             if rc != 0:
                 raise BackupError(self.explain_dump_failure(rc, err or out, dest))
             catalog.fsync_path(partial)
+            mark = time.time()
+            timings = dict(dump=round(dump_duration, 3))
             if uploader:
                 try:
                     sha256, size, small = uploader.finish()
@@ -620,7 +629,10 @@ class PgBackup(object):
             if not uploader:
                 checksum_text, sha256 = catalog.checksum_lines(partial, p['format'], name)
                 size, small = catalog.backup_size(partial), None
+            timings['checksum'] = round(time.time() - mark, 3)
+            mark = time.time()
             verification = self.verify(partial, p['format'], p['verify'], dbname, snapshot_conn)
+            timings['verify'] = round(time.time() - mark, 3)
             os.rename(partial, final)
             catalog.fsync_dir(dest)
         except Exception:
@@ -636,11 +648,13 @@ class PgBackup(object):
             name=name, path=final, db=dbname, label=label, format=p['format'], compress=p['compress'],
             created=created.isoformat(), size=size, sha256=sha256, checksum_file=final + '.sha256',
             verification=verification, server_version='%d.%d' % self.server_version,
-            pg_dump_version=self.tools.dump_major, dump_duration=round(dump_duration, 3), reused=False)
+            pg_dump_version=self.tools.dump_major, dump_duration=round(dump_duration, 3), reused=False,
+            timings=timings)
         catalog.write_manifest(final, manifest)
         if upload_error:
             raise BackupError('%s; the verified local backup is kept at %s' % (upload_error, final))
         if p['s3_bucket']:
+            mark = time.time()
             try:
                 if uploader:
                     manifest['s3_uri'] = self.finish_streamed_upload(uploader, name, small, manifest)
@@ -648,6 +662,7 @@ class PgBackup(object):
                     manifest['s3_uri'] = self.upload_finished(final, manifest)
             except s3.S3Error as exc:
                 raise BackupError('%s; the verified local backup is kept at %s' % (exc, final))
+            timings['upload_finish'] = round(time.time() - mark, 3)
             catalog.write_manifest(final, manifest)
         manifest['duration'] = round(time.time() - started, 3)
         return manifest

@@ -87,7 +87,9 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reads the process list and the ecosystem and reports what would be done; runs no pm2 command that changes anything, and does not start a PM2 daemon.
+    description:
+      - Reads the process list and the ecosystem and reports what would be done.
+      - Runs no pm2 command that changes anything, and does not start a PM2 daemon.
   diff_mode:
     support: full
     description: Shows each app's status before and after.

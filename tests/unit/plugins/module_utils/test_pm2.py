@@ -1,0 +1,80 @@
+"""PM2 process lists, ecosystems and stability decisions (plugins/module_utils/pm2.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ansible_collections.runbook.deploy.plugins.module_utils import pm2
+
+
+def proc(name, pm_id, status='online', restarts=0, uptime_ms=0, pid=100, mode='cluster_mode'):
+    return {'name': name, 'pm_id': pm_id, 'pid': pid, 'monit': {'memory': 1024, 'cpu': 1.5},
+            'pm2_env': {'status': status, 'restart_time': restarts, 'pm_uptime': uptime_ms, 'exec_mode': mode,
+                        'SECRET_TOKEN': 'hunter2', 'env': {'DATABASE_URL': 'postgres://u:pw@h/db'}}}
+
+
+def test_jlist_after_daemon_spawn_lines():
+    text = '[PM2] Spawning PM2 daemon with pm2_home=/x\n[PM2] PM2 Successfully daemonized\n' + json.dumps([proc('api', 0)])
+    assert [p['name'] for p in pm2.parse_jlist(text)] == ['api']
+
+
+@pytest.mark.parametrize('text', ['', 'not json', '[PM2] Spawning\n[{"broken"'])
+def test_jlist_garbage_is_an_error(text):
+    with pytest.raises(pm2.Pm2Error, match='did not print a JSON process list'):
+        pm2.parse_jlist(text)
+
+
+def test_summary_never_carries_the_environment():
+    summary = pm2.summarize(proc('api', 3, uptime_ms=1000 * 1000), now=1010)
+    assert summary == dict(name='api', pm_id=3, pid=100, status='online', restarts=0, unstable_restarts=0, uptime=10.0,
+                           memory=1024, cpu=1.5, exec_mode='cluster')
+    assert 'hunter2' not in json.dumps(summary) and 'pw@' not in json.dumps(summary)
+
+
+def test_ecosystem_output_is_validated():
+    data = pm2.parse_ecosystem('{"apps": [{"name": "api", "envs": ["production"]}], "deploy_envs": []}', 'eco.js')
+    assert data['apps'][0]['envs'] == ['production']
+    with pytest.raises(pm2.Pm2Error, match='without a name'):
+        pm2.parse_ecosystem('{"apps": [{"script": "x.js"}], "deploy_envs": []}', 'eco.js')
+    with pytest.raises(pm2.Pm2Error, match='could not read the apps'):
+        pm2.parse_ecosystem('Error: Cannot find module', 'eco.js')
+
+
+def test_node_error_names_the_error_line():
+    text = '/srv/eco.js:3\n  apps: [\n        ^\n\nSyntaxError: Unexpected end of input\n    at wrapSafe (node:internal)'
+    assert pm2.node_error(text) == 'SyntaxError: Unexpected end of input (/srv/eco.js:3)'
+
+
+class Clock(object):
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_stability_needs_all_instances_online_for_stable_for_seconds():
+    clock = Clock()
+    watch = pm2.StabilityWatch('api', expected=2, stable_for=3, clock=clock)
+    assert watch.observe([proc('api', 0, uptime_ms=999000)]) == 'waiting'  # one of two instances
+    both = [proc('api', 0, uptime_ms=999000, pid=1), proc('api', 1, uptime_ms=999000, pid=2)]
+    clock.now += 1
+    assert watch.observe(both) == 'waiting'  # just changed
+    clock.now += 3
+    assert watch.observe(both) == 'stable'
+
+
+def test_restarts_reset_the_clock_and_a_crash_loop_is_reported():
+    clock = Clock()
+    watch = pm2.StabilityWatch('worker', expected=1, stable_for=2, clock=clock)
+    assert watch.observe([proc('worker', 0, restarts=0, uptime_ms=990000)]) == 'waiting'
+    clock.now += 5
+    assert watch.observe([proc('worker', 0, restarts=1, uptime_ms=1004000, pid=7)]) == 'waiting'
+    clock.now += 1
+    assert watch.observe([proc('worker', 0, restarts=2, uptime_ms=1005000, pid=8)]) == 'waiting'
+    clock.now += 1
+    assert watch.observe([proc('worker', 0, restarts=3, uptime_ms=1006000, pid=9)]) == 'crashing'
+    errored = pm2.StabilityWatch('worker', expected=1, stable_for=2, clock=clock)
+    assert errored.observe([proc('worker', 0, status='errored')]) == 'crashing'
