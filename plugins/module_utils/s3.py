@@ -279,12 +279,23 @@ def upload_file(client, bucket, key, path, metadata, extra_args):
         raise S3Error(explain(exc, 'upload of %s to s3://%s/%s failed' % (path, bucket, key)))
 
 
-def promote(client, bucket, staging_key, final_key, metadata, extra_args):
-    """Copy staging_key to final_key with metadata (server side), then delete staging_key."""
+SINGLE_COPY_LIMIT = 5 * 1024 * MIB
+
+
+def promote(client, bucket, staging_key, final_key, metadata, extra_args, size):
+    """Copy staging_key to final_key with metadata (server side), then delete staging_key.
+
+    One CopyObject request up to S3's 5 GiB limit (the managed multipart copy is several times slower
+    below it), boto3's multipart copy above.
+    """
     args = dict(extra_args)
     args.update(Metadata=metadata, MetadataDirective='REPLACE')
+    source = {'Bucket': bucket, 'Key': staging_key}
     try:
-        client.copy({'Bucket': bucket, 'Key': staging_key}, bucket, final_key, ExtraArgs=args)
+        if size <= SINGLE_COPY_LIMIT:
+            client.copy_object(Bucket=bucket, Key=final_key, CopySource=source, **args)
+        else:
+            client.copy(source, bucket, final_key, ExtraArgs=args)
     except Exception as exc:  # pylint: disable=broad-except
         raise S3Error(explain(exc, 'copying s3://%s/%s to its final key %s failed' % (bucket, staging_key, final_key)))
     delete_keys(client, bucket, [staging_key])

@@ -835,7 +835,7 @@ class PgBackup(object):
             s3.put_bytes(self.s3, p['s3_bucket'], key, small, metadata, extra)
         else:
             uploader.complete()
-            s3.promote(self.s3, p['s3_bucket'], uploader.key, key, metadata, extra)
+            s3.promote(self.s3, p['s3_bucket'], uploader.key, key, metadata, extra, manifest['size'])
         self.upload_sidecars(manifest['path'], key)
         return 's3://%s/%s' % (p['s3_bucket'], key)
 

@@ -49,7 +49,7 @@ def test_parts_follow_the_writer_and_changed_parts_are_resent(client, tmp_path):
     assert (sha, size, small) == (hashlib.sha256(final).hexdigest(), 17 * MIB, None)
     assert sorted(uploader.parts) == [1, 2, 3, 4]
     uploader.complete()
-    s3.promote(client, 'bkt', 'staging/archive', 'final/archive', {'sha256': sha}, {})
+    s3.promote(client, 'bkt', 'staging/archive', 'final/archive', {'sha256': sha}, {}, size)
     body = client.get_object(Bucket='bkt', Key='final/archive')['Body'].read()
     assert body == final and body.startswith(b'NEWHEAD!')
     assert client.head_object(Bucket='bkt', Key='final/archive')['Metadata'] == {'sha256': sha}
