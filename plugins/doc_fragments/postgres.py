@@ -32,8 +32,7 @@ options:
   login_password:
     description:
       - The password to connect with. Overrides the password in O(db_url).
-      - It reaches the PostgreSQL client tools through a private 0600 passfile (C(PGPASSFILE)),
-        never through their command line.
+      - It never reaches a command line; each module's notes say how it travels to the tools it runs.
     type: str
   login_unix_socket:
     description:
@@ -72,5 +71,4 @@ options:
     default: 10
 requirements:
   - psycopg2 >= 2.8 on the managed host
-  - The PostgreSQL client tools (C(pg_dump), C(pg_restore), C(psql)) of the server's major version or newer
 '''

@@ -45,11 +45,11 @@ class CommandRunner(object):
     def record(self, argv):
         self.executed.append(self.render(argv))
 
-    def run(self, argv, env=None, check_rc=False, step=None, data=None):
-        """Run argv; return (rc, stdout, stderr).  With check_rc, raise CommandError naming step."""
+    def run(self, argv, env=None, check_rc=False, step=None, data=None, cwd=None):
+        """Run argv (in cwd); return (rc, stdout, stderr).  With check_rc, raise CommandError naming step."""
         self.record(argv)
         rc, out, err = self.module.run_command([str(a) for a in argv], environ_update=env or {}, data=data,
-                                               binary_data=data is not None, check_rc=False,
+                                               binary_data=data is not None, check_rc=False, cwd=cwd,
                                                expand_user_and_vars=False)
         if check_rc and rc != 0:
             raise CommandError('%s failed (%s): %s' % (step or os.path.basename(str(argv[0])), describe_rc(rc),

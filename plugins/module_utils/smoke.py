@@ -123,12 +123,12 @@ def body_mismatches(text, expect_json=None, expect_json_paths=None, expect_text=
     """Problems of a response body (or WebSocket message) against the check's expectations."""
     problems = []
     if expect_text is not None and not expect_text.search(text):
-        problems.append('body does not match /%s/: %s' % (expect_text.pattern, short(text)))
+        problems.append('body does not match /%s/: %s' % (expect_text.pattern, short(text, 120)))
     if expect_json is not None or expect_json_paths:
         try:
             document = json.loads(text)
         except ValueError:
-            problems.append('body is not JSON: %s' % short(text))
+            problems.append('body is not JSON: %s' % short(text, 120))
             return problems
         if expect_json is not None:
             problems.extend(subset_mismatches(expect_json, document))

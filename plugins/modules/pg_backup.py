@@ -168,8 +168,12 @@ notes:
     restore is one transaction and a failure leaves the target as it was.
   - Directory-format backups are uploaded file by file under C(<prefix>/<name>/) after the dump; single-file
     formats are uploaded while C(pg_dump) writes them.
+  - Passwords reach C(pg_dump), C(pg_restore) and C(psql) through a private 0600 passfile (C(PGPASSFILE)), never
+    through their command line.
   - If the module is killed, a hidden C(.partial.*) file may stay in O(dest); the next run removes it. An
     aborted S3 multipart upload may stay too; an S3 lifecycle rule for incomplete multipart uploads removes those.
+requirements:
+  - The PostgreSQL client tools (C(pg_dump), C(pg_restore), C(psql)) of the server's major version or newer.
 seealso:
   - module: community.postgresql.postgresql_db
     description: Creates, drops, dumps and restores databases, without verification, checksums, upload or retention.

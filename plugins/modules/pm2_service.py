@@ -206,7 +206,7 @@ class Pm2Service(object):
         self.module = module
         self.p = module.params
         self.runner = CommandRunner(module)
-        self.pm2_home = self.p['pm2_home'] or os.environ.get('PM2_HOME') or os.path.expanduser('~/.pm2')
+        self.pm2_home = self.p['pm2_home'] or os.environ.get('PM2_HOME') or os.path.join(os.environ.get('HOME', '/root'), '.pm2')
         self.env = {'PM2_HOME': self.pm2_home, 'PM2_DISABLE_VERSION_CHECK': '1'}
         self.cwd = self.p['cwd'] or (os.path.dirname(os.path.abspath(self.p['ecosystem'])) if self.p['ecosystem'] else None)
         self.pm2 = None
@@ -290,8 +290,7 @@ class Pm2Service(object):
         self.run_in_cwd(argv, 'pm2 %s %s' % (verb, name))
 
     def run_in_cwd(self, argv, step):
-        self.runner.record(argv)
-        rc, out, err = self.module.run_command(argv, environ_update=self.env, cwd=self.cwd, expand_user_and_vars=False)
+        rc, out, err = self.runner.run(argv, env=self.env, cwd=self.cwd)
         if rc != 0:
             raise CommandError('%s failed (exit code %s): %s' % (step, rc, pm2lib.last_lines(err or out)))
 
@@ -398,6 +397,7 @@ class Pm2Service(object):
             after = self.wait_stable(waiting) if waiting else self.jlist()
             if waiting and self.p['ready_url']:
                 self.wait_ready(started + self.p['timeout'])
+            self.warn_stale_paths(after, waiting)
             if self.p['save']:
                 self.run_in_cwd([self.pm2, 'save', '--force'], 'pm2 save')
         elif not changed and self.p['ready_url'] and self.p['state'] in WAITING_STATES and not self.module.check_mode:
@@ -408,6 +408,19 @@ class Pm2Service(object):
             result['diff'] = dict(before=self.statuses(before), after=self.predicted(actions) if self.module.check_mode
                                   else self.statuses(after))
         return result
+
+    def warn_stale_paths(self, procs, names):
+        """PM2 keeps a script's path across reloads: say so when it runs code from outside the ecosystem's directory."""
+        if not self.p['ecosystem']:
+            return
+        here = os.path.realpath(os.path.dirname(self.p['ecosystem']))
+        for name in names:
+            for inst in pm2lib.instances_of(procs, name)[:1]:
+                script = inst.get('pm2_env', {}).get('pm_exec_path') or ''
+                if script and not os.path.realpath(script).startswith(here + os.sep):
+                    self.module.warn("'%s' runs %s, outside %s: PM2 keeps a script's path across reloads, so a release "
+                                     "switch does not reach it; set cwd in the ecosystem to the path through the current "
+                                     "symlink" % (name, script, here))
 
     def statuses(self, procs):
         out = {}

@@ -9,7 +9,7 @@ DOCUMENTATION = r'''
 ---
 module: smoke_test
 short_description: Gate a release on HTTP and WebSocket checks, polled until they pass
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Runs a list of HTTP checks (status, JSON subset, JSON paths, regular expression, latency) and WebSocket
     checks (handshake, optionally a message round trip) against a service, concurrently, and fails with a
@@ -33,7 +33,7 @@ options:
     default: {}
   bearer_token:
     description:
-      - Sent as C(Authorization: Bearer <token>) with every check that does not set its own C(Authorization) header.
+      - 'Sent as C(Authorization: Bearer <token>) with every check that does not set its own C(Authorization) header.'
       - Never appears in the results, not even if the service echoes it.
     type: str
   validate_certs:
@@ -134,8 +134,8 @@ options:
         type: raw
       expect_json_paths:
         description:
-          - Values at paths of the JSON response, V({"checks.db.status": "ok", "items[0].id": 7}). Keys are
-            separated by dots, list indexes are in brackets, keys with dots are quoted (V(["a.b"])).
+          - 'Values at paths of the JSON response, V({"checks.db.status": "ok", "items[0].id": 7}). Keys are
+            separated by dots, list indexes are in brackets, keys with dots are quoted (V(["a.b"])).'
           - An object or list value matches as in O(checks[].expect_json).
         type: dict
       expect_text:
@@ -308,7 +308,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.runbook.deploy.plugins.module_utils import http
+from ansible_collections.runbook.deploy.plugins.module_utils import http_client as http
 from ansible_collections.runbook.deploy.plugins.module_utils import smoke
 
 SAFE_METHODS = ('GET', 'HEAD', 'OPTIONS')
@@ -379,7 +379,7 @@ class Check(object):
         self.max_latency_ms = spec['max_latency_ms']
         if self.max_latency_ms is not None and self.max_latency_ms <= 0:
             raise SmokeTestError("check '%s': max_latency_ms must be a positive number of milliseconds" % self.name)
-        self.timeout = spec['timeout'] or default_timeout
+        self.timeout = default_timeout if spec['timeout'] is None else spec['timeout']
         if self.timeout <= 0:
             raise SmokeTestError("check '%s': timeout must be more than 0 seconds" % self.name)
         # running state
@@ -445,13 +445,15 @@ class SmokeTest(object):
         self.elapsed = 0.0
         self.redact = http.Redactor([self.params['bearer_token']])
         self.redact.add_headers(self.params['headers'])
+        self.add_url_password(self.params['base_url'])
+        for spec in self.params['checks'] or []:
+            self.redact.add_headers(spec['headers'])
+            self.add_url_password(spec['url'])
 
     def validate(self):
         p = self.params
         if p['base_url'] and not re.match(r'^(https?|wss?)://[^/]', p['base_url'], re.I):
             raise SmokeTestError("base_url '%s' must start with http:// or https://" % http.strip_credentials(p['base_url']))
-        if p['base_url']:
-            self.add_url_password(p['base_url'])
         for name in ('concurrency', 'consecutive'):
             if p[name] < 1:
                 raise SmokeTestError('%s must be 1 or more, not %s' % (name, p[name]))
@@ -467,9 +469,6 @@ class SmokeTest(object):
             if spec['name'] in seen:
                 raise SmokeTestError("two checks are named '%s'; check names must be unique" % spec['name'])
             seen.add(spec['name'])
-            self.redact.add_headers(spec['headers'])
-            if spec['url']:
-                self.add_url_password(spec['url'])
             try:
                 self.checks.append(Check(spec, p['base_url'], p['headers'], p['bearer_token'], p['timeout']))
             except smoke.ExpectationError as exc:
@@ -477,7 +476,7 @@ class SmokeTest(object):
         self.context = self.ssl_context()
 
     def add_url_password(self, url):
-        match = re.match(r'^[a-z]+://([^/@]*)@', url, re.I)
+        match = re.match(r'^[a-z]+://([^/@]*)@', url or '', re.I)
         if match and ':' in match.group(1):
             self.redact.add(match.group(1).split(':', 1)[1])
 

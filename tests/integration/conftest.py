@@ -14,7 +14,6 @@ import pytest
 from helpers import REPO, sql
 
 
-
 def _read_stack_env():
     stack_dir = os.environ.get('RUNBOOK_STACK_DIR', os.path.join(REPO, '.stack'))
     path = os.path.join(stack_dir, 'stack.env')

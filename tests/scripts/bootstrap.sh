@@ -46,4 +46,7 @@ if [[ ! -d node_modules || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     npm ci --no-audit --no-fund --loglevel=error --cache "$repo/.cache/npm" >/dev/null
     echo "$want" > "$stamp"
 fi
+# @prisma/adapter-pg: map PostgreSQL `name` (oid 19) to text for Prisma's offline JS schema engine
+# (upstream bug prisma/orm#27403). Idempotent; run every time so a node_modules installed before it is patched too.
+.venv/bin/python tests/scripts/prisma_setup.py >/dev/null
 log "ready"

@@ -1,0 +1,473 @@
+"""runbook.deploy.flyway_migrate against the real PostgreSQL of the local stack.
+
+Flyway itself cannot be installed here (FACTS.md), so the module drives the TEST DOUBLE in
+tests/doubles/flyway/flyway, which imitates the Flyway 9, 10 or 11 command line on the real database.
+The module's parsing is also tested without the double, on hand-written JSON samples
+(tests/unit/plugins/module_utils/test_flyway.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+import zlib
+
+import pytest
+
+from helpers import REPO, assert_clear_failure, sql
+
+MODULE = 'runbook.deploy.flyway_migrate'
+DOUBLE = os.path.join(REPO, 'tests', 'doubles', 'flyway', 'flyway')
+VERSIONS = ['9', '10', '11']
+FLYWAY_VERSIONS = {'9': '9.22.3', '10': '10.22.0', '11': '11.20.3'}
+
+V1 = 'CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL);\n'
+V2 = ('ALTER TABLE customers ADD COLUMN email text;\n'
+      '-- a comment; with a semicolon\n'
+      "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END; $$;\n")
+V3 = 'CREATE TABLE orders (id serial PRIMARY KEY, customer_id int REFERENCES customers(id));\n'
+R_VIEW = 'CREATE OR REPLACE VIEW customer_names AS SELECT name FROM customers;\n'
+BROKEN = 'CREATE TABLE half_done (id int);\nINSERT INTO nope VALUES (1);\n'
+
+
+def write_script(path, text):
+    with open(path, 'w') as handle:
+        handle.write(text)
+    os.chmod(path, 0o755)
+    return str(path)
+
+
+@pytest.fixture
+def executable(tmp_path):
+    """A wrapper that runs the double with the venv's python, imitating the given Flyway major version."""
+    def make(version='10'):
+        return write_script(tmp_path / ('flyway%s' % version), '#!/bin/sh\nFLYWAY_DOUBLE_VERSION=%s exec %s %s "$@"\n'
+                            % (version, sys.executable, DOUBLE))
+    return make
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A migrations folder; project(V1=..., ...) writes files, project.path is the folder."""
+    folder = tmp_path / 'db' / 'migrations'
+    folder.mkdir(parents=True)
+
+    def write(**files):
+        for name, text in files.items():
+            filename = name if name.endswith('.sql') else name + '.sql'
+            (folder / filename).write_text(text)
+    write.path = str(folder)
+    return write
+
+
+@pytest.fixture
+def flyway(run_module, stack, executable, project):
+    """Call flyway_migrate on a database with the double (override any argument)."""
+    def call(db, check=False, version='10', **args):
+        merged = dict(url='jdbc:postgresql://%s:%s/%s' % (stack['RUNBOOK_PG_HOST'], stack['RUNBOOK_PG_PORT'], db),
+                      user=stack['RUNBOOK_PG_USER'], password=stack['RUNBOOK_PG_PASSWORD'],
+                      locations=[project.path], executable=executable(version))
+        merged.update(args)
+        return run_module(MODULE, check=check, **merged)
+    return call
+
+
+def history(stack, db):
+    return sql(stack, db, 'SELECT installed_rank, version, description, type, script, checksum, success '
+                          'FROM flyway_schema_history ORDER BY installed_rank')
+
+
+def table_exists(stack, db, name):
+    return sql(stack, db, 'SELECT to_regclass(%s) IS NOT NULL', (name,))[0][0]
+
+
+def crc(text):
+    """Flyway's checksum, computed here independently of the double: CRC32 over lines, signed."""
+    value = 0
+    for line in text.splitlines():
+        value = zlib.crc32(line.encode('utf-8'), value)
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+def names(entries):
+    return [e['script'] for e in entries]
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_pending_then_check_then_target_then_all_then_nothing(flyway, project, make_db, stack, version):
+    project(V1__customers=V1, V2__email=V2, V3__orders=V3, R__customer_names=R_VIEW)
+    db = make_db('fw', rows=None)
+
+    info = flyway(db, version=version, command='info')
+    assert info['changed'] is False and info['flyway_version'] == FLYWAY_VERSIONS[version]
+    assert info['schema_version'] is None
+    assert names(info['pending']) == ['V1__customers.sql', 'V2__email.sql', 'V3__orders.sql', 'R__customer_names.sql']
+    assert [m['state'] for m in info['migrations']] == ['Pending'] * 4
+
+    planned = flyway(db, check=True, version=version)
+    assert planned['changed'] is True
+    assert names(planned['applied']) == names(info['pending'])
+    assert planned['schema_version'] == '3'
+    assert not table_exists(stack, db, 'flyway_schema_history'), 'check mode wrote to the database'
+
+    to_v2 = flyway(db, version=version, target='V002')
+    assert to_v2['changed'] is True, to_v2
+    assert names(to_v2['applied']) == ['V1__customers.sql', 'V2__email.sql', 'R__customer_names.sql']
+    assert (to_v2['schema_version_before'], to_v2['schema_version']) == (None, '2')
+    assert [m['state'] for m in to_v2['migrations'] if m['version'] == '3'] == ['Above Target']
+    assert '-target=002' in to_v2['executed_commands'][0]
+    assert not table_exists(stack, db, 'orders')
+
+    rest = flyway(db, version=version)
+    assert rest['changed'] is True
+    assert names(rest['applied']) == ['V3__orders.sql']
+    assert (rest['schema_version_before'], rest['schema_version']) == ('2', '3')
+    assert rest['pending'] == [] and rest['failed_migrations'] == []
+    assert table_exists(stack, db, 'orders')
+
+    again = flyway(db, version=version)
+    assert again['changed'] is False and again['applied'] == []
+    assert again['schema_version'] == again['schema_version_before'] == '3'
+
+    rows = history(stack, db)
+    assert [(r[1], r[3], r[4], r[6]) for r in rows] == [
+        ('1', 'SQL', 'V1__customers.sql', True), ('2', 'SQL', 'V2__email.sql', True),
+        (None, 'SQL', 'R__customer_names.sql', True), ('3', 'SQL', 'V3__orders.sql', True)]
+    assert [r[5] for r in rows] == [crc(V1), crc(V2), crc(R_VIEW), crc(V3)]
+    columns = sql(stack, db, "SELECT column_name, data_type FROM information_schema.columns "
+                             "WHERE table_name = 'flyway_schema_history' ORDER BY ordinal_position")
+    assert columns == [('installed_rank', 'integer'), ('version', 'character varying'),
+                       ('description', 'character varying'), ('type', 'character varying'),
+                       ('script', 'character varying'), ('checksum', 'integer'),
+                       ('installed_by', 'character varying'), ('installed_on', 'timestamp without time zone'),
+                       ('execution_time', 'integer'), ('success', 'boolean')]
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_failing_migration_is_rolled_back_reported_and_resolved(flyway, project, make_db, stack, version):
+    project(V1__customers=V1, V2__broken=BROKEN, V3__orders=V3)
+    db = make_db('fw', rows=None)
+
+    failed = flyway(db, version=version)
+    assert_clear_failure(failed, 'migration V2__broken.sql failed at line 2', 'relation "nope" does not exist',
+                         '42P01', 'schema now at version 1', 'rolled back')
+    assert failed['error']['code'] == 'FAILED_VERSIONED_MIGRATION'
+    assert names(failed['applied']) == ['V1__customers.sql']
+    assert [(m['script'], m['state']) for m in failed['migrations']] == [
+        ('V1__customers.sql', 'Success'), ('V2__broken.sql', 'Pending'), ('V3__orders.sql', 'Pending')]
+    # PostgreSQL runs the migration in a transaction: nothing of V2 stays, and Flyway keeps no failed row.
+    assert not table_exists(stack, db, 'half_done')
+    assert [r[4] for r in history(stack, db)] == ['V1__customers.sql']
+
+    status = flyway(db, version=version, command='info')
+    assert status['schema_version'] == '1'
+    assert names(status['pending']) == ['V2__broken.sql', 'V3__orders.sql']
+
+    # Resolve: fix the script, migrate again.
+    project(V2__broken='CREATE TABLE half_done (id int);\n')
+    fixed = flyway(db, version=version)
+    assert fixed['changed'] is True
+    assert names(fixed['applied']) == ['V2__broken.sql', 'V3__orders.sql']
+    assert fixed['schema_version'] == '3'
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('version', VERSIONS)
+def test_failed_non_transactional_migration_leaves_a_failed_row_until_repair(flyway, project, make_db, stack, version):
+    project(V1__customers=V1, V2__index='CREATE INDEX CONCURRENTLY customers_nope ON customers (nope);\n')
+    db = make_db('fw', rows=None)
+
+    failed = flyway(db, version=version)
+    assert_clear_failure(failed, 'V2__index.sql', 'column "nope" does not exist', 'failed migration(s) recorded',
+                         'command=repair')
+    assert names(failed['failed_migrations']) == ['V2__index.sql']
+    assert [(r[4], r[6]) for r in history(stack, db)] == [('V1__customers.sql', True), ('V2__index.sql', False)]
+
+    blocked = flyway(db, version=version)
+    assert_clear_failure(blocked, 'Detected failed migration to version 2')
+    blocked_check = flyway(db, check=True, version=version)
+    assert_clear_failure(blocked_check, 'migrate would fail', 'V2__index.sql', 'command=repair')
+
+    predicted = flyway(db, check=True, version=version, command='repair')
+    assert predicted['changed'] is True and names(predicted['repair']['removed']) == ['V2__index.sql']
+    assert len(history(stack, db)) == 2
+
+    repaired = flyway(db, version=version, command='repair')
+    assert repaired['changed'] is True
+    assert names(repaired['repair']['removed']) == ['V2__index.sql']
+    assert repaired['failed_migrations'] == [] and names(repaired['pending']) == ['V2__index.sql']
+    assert flyway(db, version=version, command='repair')['changed'] is False
+
+    project(V2__index='CREATE INDEX CONCURRENTLY customers_name ON customers (name);\n')
+    done = flyway(db, version=version)
+    assert done['changed'] is True and done['schema_version'] == '2'
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('version', VERSIONS)
+def test_validate_detects_an_edited_migration_and_repair_aligns_it(flyway, project, make_db, stack, version):
+    project(V1__customers=V1, V2__email=V2)
+    db = make_db('fw', rows=None)
+    assert flyway(db, version=version)['changed'] is True
+    assert flyway(db, version=version, command='validate')['validation']['successful'] is True
+
+    edited = V1.replace('name text', 'full_name text')
+    project(V1__customers=edited)
+    invalid = flyway(db, version=version, command='validate')
+    assert_clear_failure(invalid, 'V1__customers.sql', 'checksum mismatch', 'CHECKSUM_MISMATCH',
+                         str(crc(V1)), str(crc(edited)))
+    assert invalid['validation']['successful'] is False
+
+    refused = flyway(db, version=version)
+    assert_clear_failure(refused, 'Validate failed', 'checksum mismatch for migration version 1')
+
+    predicted = flyway(db, check=True, version=version, command='repair')
+    assert predicted['changed'] is True and names(predicted['repair']['aligned']) == ['V1__customers.sql']
+    assert history(stack, db)[0][5] == crc(V1)
+
+    repaired = flyway(db, version=version, command='repair')
+    assert repaired['changed'] is True and names(repaired['repair']['aligned']) == ['V1__customers.sql']
+    assert history(stack, db)[0][5] == crc(edited)
+    assert flyway(db, version=version, command='validate')['validation']['successful'] is True
+    assert flyway(db, version=version, command='repair')['changed'] is False
+
+
+def test_validate_reports_pending_migrations_like_flyway(flyway, project, make_db):
+    project(V1__customers=V1)
+    db = make_db('fw', rows=None)
+    result = flyway(db, command='validate')
+    assert_clear_failure(result, 'Detected resolved migration not applied to database: 1',
+                         'RESOLVED_VERSIONED_MIGRATION_NOT_APPLIED')
+    ignored = flyway(db, command='validate', extra_args=['-ignoreMigrationPatterns=*:pending'])
+    assert ignored['validation']['successful'] is True and ignored['changed'] is False
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_baseline_an_existing_database(flyway, project, make_db, stack, version):
+    project(V1__users='CREATE TABLE public.users (id serial PRIMARY KEY);\n',
+            V2__customers=V1, V3__orders=V3)
+    db = make_db('fw')  # holds public.users, sales.orders
+
+    refused = flyway(db, version=version)
+    assert_clear_failure(refused, 'non-empty schema', 'command=baseline')
+    assert not table_exists(stack, db, 'flyway_schema_history')
+
+    planned = flyway(db, check=True, version=version, command='baseline', baseline_version='1')
+    assert planned['changed'] is True and planned['baseline_version'] == '1'
+    assert not table_exists(stack, db, 'flyway_schema_history')
+
+    baselined = flyway(db, version=version, command='baseline', baseline_version='1')
+    assert baselined['changed'] is True and baselined['baseline_version'] == '1'
+    assert baselined['schema_version'] == '1'
+    assert [(m['version'], m['state']) for m in baselined['migrations']] == [
+        ('1', 'Baseline'), ('1', 'Ignored (Baseline)'), ('2', 'Pending'), ('3', 'Pending')]
+    assert flyway(db, version=version, command='baseline', baseline_version='1')['changed'] is False
+
+    migrated = flyway(db, version=version)
+    assert names(migrated['applied']) == ['V2__customers.sql', 'V3__orders.sql']
+    assert [r[3] for r in history(stack, db)] == ['BASELINE', 'SQL', 'SQL']
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_undo_needs_a_paid_edition(flyway, project, make_db, version):
+    project(V1__customers=V1)
+    db = make_db('fw', rows=None)
+    flyway(db, version=version)
+    result = flyway(db, version=version, command='undo')
+    assert_clear_failure(result, 'flyway undo needs a paid edition (Flyway Teams/Enterprise', 'restoring the '
+                         'pre-migration backup')
+    assert result['changed'] is False
+    planned = flyway(db, check=True, version=version, command='undo')
+    assert planned['changed'] is True and names(planned['applied']) == ['V1__customers.sql']
+
+
+def test_roll_back_by_hand_and_re_apply(flyway, project, make_db, stack):
+    """Community rollback as the runbooks do it: a rollback script, its history row removed, then migrate again."""
+    project(V1__customers=V1, V2__email=V2, V3__orders=V3)
+    db = make_db('fw', rows=None)
+    assert flyway(db)['schema_version'] == '3'
+    sql(stack, db, "DROP TABLE orders; DELETE FROM flyway_schema_history WHERE version = '3'")
+    rolled_back = flyway(db, command='info')
+    assert rolled_back['schema_version'] == '2' and names(rolled_back['pending']) == ['V3__orders.sql']
+    reapplied = flyway(db)
+    assert reapplied['changed'] is True and names(reapplied['applied']) == ['V3__orders.sql']
+    assert table_exists(stack, db, 'orders')
+    down = flyway(db, target='1')
+    assert down['changed'] is False and down['schema_version'] == '3', 'migrate never goes back'
+
+
+def test_postgres_url_and_config_file(flyway, project, make_db, stack, tmp_path):
+    project(V1__customers=V1)
+    db = make_db('fw', rows=None)
+    url = 'postgres://%s:%s@%s:%s/%s' % (stack['RUNBOOK_PG_USER'], stack['RUNBOOK_PG_PASSWORD'],
+                                         stack['RUNBOOK_PG_HOST'], stack['RUNBOOK_PG_PORT'], db)
+    result = flyway(db, url=url, user=None, password=None)
+    assert result['changed'] is True, result
+    conf = tmp_path / 'flyway-prod.conf'
+    conf.write_text('flyway.url=jdbc:postgresql://%s:%s/%s\nflyway.user=%s\nflyway.locations=filesystem:%s\n'
+                    % (stack['RUNBOOK_PG_HOST'], stack['RUNBOOK_PG_PORT'], db, stack['RUNBOOK_PG_USER'], project.path))
+    conf.chmod(0o600)
+    from_conf = flyway(db, url=None, user=None, locations=[], config_files=['flyway-prod.conf'],
+                       working_dir=str(tmp_path), command='info')
+    assert from_conf['schema_version'] == '1', from_conf
+
+
+def test_unknown_target_version_is_flyways_clear_error(flyway, project, make_db):
+    project(V1__customers=V1)
+    db = make_db('fw', rows=None)
+    result = flyway(db, target='V99')
+    assert_clear_failure(result, 'No migration with a target version 99 could be found')
+
+
+@pytest.mark.slow
+def test_bad_inputs_fail_clearly(flyway, project, make_db, stack, tmp_path):
+    project(V1__customers=V1)
+    db = make_db('fw', rows=None)
+    garbage = write_script(tmp_path / 'garbage', '#!/bin/sh\necho "{not json"\nexit 0\n')
+    text_only = write_script(tmp_path / 'textonly', '#!/bin/sh\necho "Flyway OSS Edition"\necho "ERROR: boom" >&2\n'
+                                                    'exit 1\n')
+    no_java = write_script(tmp_path / 'nojava', '#!/bin/sh\necho "/opt/flyway/flyway: 1: exec: java: not found" >&2\n'
+                                                'exit 127\n')
+    not_executable = tmp_path / 'flyway-noexec'
+    not_executable.write_text('#!/bin/sh\n')
+    not_executable.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    cases = [
+        (dict(executable='flyway-not-installed'), ["executable 'flyway-not-installed' was not found in PATH"]),
+        (dict(executable=str(not_executable)), ['is not executable']),
+        (dict(locations=[str(tmp_path / 'missing')]), ['locations: directory', 'does not exist']),
+        (dict(url='mysql://u:secretpw@h/db'), ['url must be a JDBC URL']),
+        (dict(url='jdbc:postgresql://127.0.0.1:1/%s' % db), ['could not connect to the database', 'refused']),
+        (dict(password='wrong-password'), ['could not connect to the database', 'password authentication failed']),
+        (dict(executable=garbage), ['printed malformed JSON', '{not json']),
+        (dict(executable=text_only), ['printed no JSON', 'exit code 1', 'ERROR: boom']),
+        (dict(executable=no_java), ['Flyway needs Java']),
+        (dict(extra_args=['-password=oops']), ['extra_args must not set -password', 'password option']),
+        (dict(extra_args=['migrate']), ['is not a flag']),
+        (dict(target='Vabc'), ["target 'Vabc' is not a Flyway version"]),
+        (dict(command='repair', target='2'), ['target does not apply to command=repair']),
+        (dict(baseline_version='2'), ['baseline_version applies to command=baseline']),
+        (dict(url=None), ['url is required']),
+        (dict(working_dir=str(tmp_path / 'nowhere')), ["working_dir '%s' does not exist" % (tmp_path / 'nowhere')]),
+    ]
+    for args, fragments in cases:
+        result = flyway(db, **args)
+        assert_clear_failure(result, *fragments)
+        assert 'Traceback (most recent call last)' not in result.get('exception', ''), (args, result['exception'])
+        for secret in (stack['RUNBOOK_PG_PASSWORD'], 'secretpw', 'wrong-password', 'oops'):
+            assert secret not in json.dumps({k: v for k, v in result.items() if k != 'invocation'}), (args, secret)
+    assert not table_exists(stack, db, 'flyway_schema_history')
+
+
+def _processes(marker):
+    found = []
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % pid, 'rb') as handle:
+                cmdline = handle.read()
+        except OSError:
+            continue
+        if marker.encode() in cmdline:
+            found.append((int(pid), cmdline))
+    return found
+
+
+class ProcessWatcher(threading.Thread):
+    """Record the command lines of processes whose argv holds marker while the module runs (Ansible needs the main thread)."""
+
+    def __init__(self, marker):
+        super().__init__(daemon=True)
+        self.marker = marker
+        self.done = threading.Event()
+        self.cmdlines = {}
+
+    def run(self):
+        while not self.done.is_set():
+            for pid, cmdline in _processes(self.marker):
+                self.cmdlines[pid] = cmdline
+            time.sleep(0.01)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.join()
+
+
+def test_password_never_on_a_command_line_nor_in_results(flyway, project, make_db, stack):
+    project(V1__slow='SELECT pg_sleep(1.5);\n' + V1)
+    db = make_db('fw', rows=None)
+    password = stack['RUNBOOK_PG_PASSWORD']
+    url = 'postgres://%s:%s@%s:%s/%s' % (stack['RUNBOOK_PG_USER'], password, stack['RUNBOOK_PG_HOST'],
+                                         stack['RUNBOOK_PG_PORT'], db)
+    with ProcessWatcher(DOUBLE) as watcher:
+        result = flyway(db, url=url, user=None, password=None)
+    assert result['changed'] is True, result
+    assert watcher.cmdlines, 'the Flyway double was never observed running; the test could not check its argv'
+    leaks = [cmd for cmd in watcher.cmdlines.values() if password.encode() in cmd or b'jdbc:' in cmd]
+    assert leaks == []
+    dumped = json.dumps(result)
+    assert password not in dumped
+    assert all(password not in c and 'jdbc:' not in c for c in result['executed_commands']), result['executed_commands']
+
+
+# Field order of the JSON Flyway prints, read from the Java classes Gson serializes (subclass fields first) at tags
+# flyway-9.22.3, flyway-10.22.0 and flyway-11.20.3: this keeps the double honest.
+HTML_TAIL = ['timestamp', 'operation', 'exception', 'licenseFailed']
+INFO_KEYS = ['schemaVersion', 'schemaName', 'migrations', 'flywayVersion', 'database', 'allSchemasEmpty'] + HTML_TAIL
+INFO_ITEM_9 = ['category', 'version', 'rawVersion', 'description', 'type', 'installedOnUTC', 'state', 'undoable',
+               'filepath', 'undoFilepath', 'installedBy', 'executionTime']
+INFO_ITEM_10 = INFO_ITEM_9[:-1] + ['shouldExecuteExpression', 'executionTime']
+MIGRATE_9 = ['initialSchemaVersion', 'targetSchemaVersion', 'schemaName', 'migrations', 'migrationsExecuted', 'success',
+             'flywayVersion', 'database', 'warnings']
+MIGRATE_10 = MIGRATE_9 + ['databaseType']
+SHAPES = {
+    '9': dict(info_item=INFO_ITEM_9, migrate=MIGRATE_9 + HTML_TAIL,
+              migrate_error=['errorCode', 'message', 'stackTrace', 'lineNumber', 'path'],
+              connection_error=['errorCode', 'message', 'stackTrace', 'lineNumber', 'path']),
+    '10': dict(info_item=INFO_ITEM_10, migrate=MIGRATE_10 + HTML_TAIL,
+               migrate_error=['errorCode', 'message', 'stackTrace', 'lineNumber', 'path', 'cause'],
+               connection_error=['errorCode', 'message', 'stackTrace', 'lineNumber', 'path', 'cause']),
+    '11': dict(info_item=INFO_ITEM_10, migrate=MIGRATE_10 + HTML_TAIL,
+               migrate_error=['errorCode', 'sqlState', 'sqlErrorCode', 'message', 'lineNumber', 'path', 'cause'],
+               connection_error=['errorCode', 'subErrorCode', 'sqlState', 'sqlErrorCode', 'message', 'cause']),
+}
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_the_double_prints_flyways_json_shapes(project, make_db, stack, version, tmp_path):
+    project(V1__customers=V1, V2__broken=BROKEN)
+    db = make_db('fw', rows=None)
+    env = dict(os.environ, FLYWAY_DOUBLE_VERSION=version, FLYWAY_USER=stack['RUNBOOK_PG_USER'],
+               FLYWAY_PASSWORD=stack['RUNBOOK_PG_PASSWORD'],
+               FLYWAY_URL='jdbc:postgresql://%s:%s/%s' % (stack['RUNBOOK_PG_HOST'], stack['RUNBOOK_PG_PORT'], db))
+
+    def flyway(*args, **extra):
+        proc = subprocess.run([sys.executable, DOUBLE, '-outputType=json', '-locations=filesystem:%s' % project.path]
+                              + list(args), env=dict(env, **extra), capture_output=True, text=True, check=False)
+        return proc.returncode, json.loads(proc.stdout)
+
+    shape = SHAPES[version]
+    rc, info = flyway('info')
+    assert rc == 0 and list(info) == INFO_KEYS and list(info['migrations'][0]) == shape['info_item']
+    rc, failed = flyway('migrate')
+    assert rc == 1 and list(failed) == ['error'] + shape['migrate']
+    assert list(failed['error']) == shape['migrate_error']
+    assert failed['success'] is False and [m['version'] for m in failed['migrations']] == ['1']
+    rc, validated = flyway('validate')
+    assert rc == 0 and validated['validationSuccessful'] is False
+    assert list(validated) == ['errorDetails', 'invalidMigrations', 'validationSuccessful', 'validateCount',
+                               'flywayVersion', 'database', 'warnings', 'operation']
+    rc, refused = flyway('info', FLYWAY_URL='jdbc:postgresql://127.0.0.1:1/%s' % db)
+    assert rc == 1 and list(refused) == ['error'] and list(refused['error']) == shape['connection_error']
+    assert refused['error']['errorCode'] == 'DB_CONNECTION'
+    rc, undo = flyway('undo')
+    assert rc == (1 if version == '9' else 35) and list(undo) == ['error']

@@ -1,0 +1,141 @@
+"""roles/backend: atomic releases of the sample backend on a real PM2, rollback without a rebuild."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+import yaml
+
+from helpers import REPO
+
+SAMPLE = os.path.join(REPO, 'sample_app', 'backend')
+PM2 = os.path.join(REPO, 'node_modules', '.bin', 'pm2')
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def site(tmp_path):
+    """Source trees of several versions, a deploy root with shared/.env, and a private PM2 daemon."""
+    sources = tmp_path / 'sources'
+    for version, marker in (('v1', None), ('v2', None), ('v3', 'BREAK_BUILD'), ('v4', 'CRASH'), ('v5', None)):
+        target = sources / version
+        shutil.copytree(SAMPLE, target)
+        (target / 'VERSION').write_text(version + '\n')
+        if marker:
+            (target / marker).write_text('fixture\n')
+    deploy_to = tmp_path / 'srv'
+    (deploy_to / 'shared').mkdir(parents=True)
+    port = free_port()
+    (deploy_to / 'shared' / '.env').write_text('PORT=%d\nAPI_NAME=api\nWORKER_NAME=worker\nAPP_DIR=%s/current\n'
+                                               % (port, deploy_to))
+    home = tempfile.mkdtemp(prefix='pm2-', dir='/tmp')
+    open(os.path.join(home, 'touch'), 'w').close()
+    yield dict(sources=str(sources), deploy_to=str(deploy_to), port=port, home=home, tmp=str(tmp_path))
+    subprocess.run([PM2, 'kill'], env=dict(os.environ, PM2_HOME=home), capture_output=True, check=False)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def play(site, version=None, tasks_from='main', **extra):
+    """Run the role through ansible-playbook; return (rc, recap counts, output)."""
+    role_vars = dict(backend_app_name='sample', backend_deploy_to=site['deploy_to'], backend_pm2_apps=['api', 'worker'],
+                     backend_pm2_home=site['home'], backend_pm2_executable=PM2, backend_pm2_stable_for=1,
+                     backend_pm2_timeout=30, backend_keep_releases=3, backend_pm2_env='production',
+                     backend_ready_url='http://127.0.0.1:%d/health' % site['port'])
+    if version:
+        role_vars.update(backend_version=version, backend_source_dir=os.path.join(site['sources'], version))
+    role_vars.update(extra)
+    playbook = [{'name': 'backend', 'hosts': 'localhost', 'gather_facts': False, 'tasks': [
+        {'name': 'role', 'ansible.builtin.include_role': {'name': 'runbook.deploy.backend', 'tasks_from': tasks_from},
+         'vars': role_vars}]}]
+    path = os.path.join(site['tmp'], 'play.yml')
+    with open(path, 'w') as handle:
+        yaml.safe_dump(playbook, handle)
+    proc = subprocess.run([os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
+                           path], capture_output=True, text=True, check=False)
+    recap = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith('localhost') and 'ok=' in line:
+            recap = dict(item.split('=') for item in line.split(':', 1)[1].split())
+    return proc.returncode, {k: int(v) for k, v in recap.items()}, proc.stdout + proc.stderr
+
+
+def health(site):
+    with urllib.request.urlopen('http://127.0.0.1:%d/health' % site['port'], timeout=5) as response:
+        return json.loads(response.read())
+
+
+def current(site):
+    return os.path.basename(os.readlink(os.path.join(site['deploy_to'], 'current')))
+
+
+def releases(site):
+    return sorted(os.listdir(os.path.join(site['deploy_to'], 'releases')))
+
+
+def test_deploy_redeploy_upgrade_rollback_and_failed_build(site):
+    rc, recap, out = play(site, 'v1')
+    assert rc == 0, out
+    assert current(site) == 'v1' and health(site)['version'] == 'v1'
+    record = json.load(open(os.path.join(site['deploy_to'], 'releases', 'v1', 'RELEASE.json')))
+    assert record['version'] == 'v1' and record['app'] == 'sample' and record['built_at']
+    assert os.path.islink(os.path.join(site['deploy_to'], 'releases', 'v1', '.env'))
+
+    rc, recap, out = play(site, 'v1')
+    assert rc == 0 and recap['changed'] == 0, 'a second run of a finished deployment must change nothing\n' + out
+
+    rc, recap, out = play(site, 'v2')
+    assert rc == 0, out
+    assert current(site) == 'v2' and health(site)['version'] == 'v2'
+
+    started = time.monotonic()
+    rc, recap, out = play(site, tasks_from='rollback')
+    elapsed = time.monotonic() - started
+    assert rc == 0, out
+    assert current(site) == 'v1' and health(site)['version'] == 'v1'
+    assert os.path.exists(os.path.join(site['deploy_to'], 'releases', 'v2', 'BAD'))
+    assert 'npm' not in out.split('TASK [')[-1], 'rollback must not rebuild'
+    assert elapsed < 30, 'rollback took %.1fs' % elapsed
+
+    # v2 is marked bad and v1 is current: nothing is left to roll back to, and the rollback says so.
+    rc, recap, out = play(site, tasks_from='rollback')
+    assert rc != 0 and 'No release to roll back to' in out
+    assert current(site) == 'v1'
+
+    # A build that fails removes its release and leaves current serving.
+    rc, recap, out = play(site, 'v3')
+    assert rc != 0 and 'Building sample v3 failed' in out and 'TS2322' in out, out
+    assert 'v3' not in releases(site)
+    assert current(site) == 'v1' and health(site)['version'] == 'v1'
+
+
+def test_crash_looping_release_fails_and_rolls_back(site):
+    assert play(site, 'v1')[0] == 0
+    rc, recap, out = play(site, 'v4')
+    assert rc != 0 and 'cannot connect to the database' in out, out
+    rc, recap, out = play(site, tasks_from='rollback')
+    assert rc == 0, out
+    assert current(site) == 'v1' and health(site)['version'] == 'v1'
+    assert os.path.exists(os.path.join(site['deploy_to'], 'releases', 'v4', 'BAD'))
+
+
+def test_keep_releases_never_removes_current_or_previous(site):
+    for version in ('v1', 'v2', 'v5'):
+        assert play(site, version, backend_keep_releases=2)[0] == 0
+    assert releases(site) == ['v2', 'v5']
+    # Rolling back to a named release.
+    rc, recap, out = play(site, tasks_from='rollback', backend_rollback_to='v2', backend_keep_releases=2)
+    assert rc == 0, out
+    assert current(site) == 'v2' and health(site)['version'] == 'v2'
