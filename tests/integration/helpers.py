@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 
 import psycopg2
 
@@ -33,3 +36,59 @@ def assert_clear_failure(result, *fragments):
     assert 'Traceback' not in msg, msg
     for fragment in fragments:
         assert fragment in msg, 'expected %r in %r' % (fragment, msg)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def processes(*markers):
+    """[(pid, cmdline bytes)] of running processes whose command line holds every marker."""
+    wanted = [m.encode() if isinstance(m, str) else m for m in markers]
+    found = []
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % pid, 'rb') as handle:
+                cmdline = handle.read()
+        except OSError:
+            continue
+        if all(m in cmdline for m in wanted):
+            found.append((int(pid), cmdline))
+    return found
+
+
+class ProcessWatcher(threading.Thread):
+    """Watch /proc while a module runs, for processes whose command line holds every marker.
+
+    Ansible's task queue needs the main thread (signals), so the module runs there and this thread watches.
+    ``seen`` maps pid -> cmdline of every sighting; ``on_seen(pid, cmdline)``, if given, is called for each one
+    (it may inspect /proc/<pid>/environ or kill the process).
+    """
+
+    def __init__(self, *markers, on_seen=None):
+        super().__init__(daemon=True)
+        self.markers = markers
+        self.on_seen = on_seen
+        self.done = threading.Event()
+        self.seen = {}
+
+    def run(self):
+        while not self.done.is_set():
+            for pid, cmdline in processes(*self.markers):
+                self.seen[pid] = cmdline
+                if self.on_seen:
+                    self.on_seen(pid, cmdline)
+            time.sleep(0.01)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.join()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -14,16 +13,10 @@ import urllib.request
 import pytest
 import yaml
 
-from helpers import REPO
+from helpers import REPO, free_port
 
 SAMPLE = os.path.join(REPO, 'sample_app', 'backend')
 PM2 = os.path.join(REPO, 'node_modules', '.bin', 'pm2')
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -13,13 +13,11 @@ import os
 import stat
 import subprocess
 import sys
-import threading
-import time
 import zlib
 
 import pytest
 
-from helpers import REPO, assert_clear_failure, sql
+from helpers import REPO, ProcessWatcher, assert_clear_failure, sql
 
 MODULE = 'runbook.deploy.flyway_migrate'
 DOUBLE = os.path.join(REPO, 'tests', 'doubles', 'flyway', 'flyway')
@@ -363,45 +361,6 @@ def test_bad_inputs_fail_clearly(flyway, project, make_db, stack, tmp_path):
     assert not table_exists(stack, db, 'flyway_schema_history')
 
 
-def _processes(marker):
-    found = []
-    for pid in os.listdir('/proc'):
-        if not pid.isdigit():
-            continue
-        try:
-            with open('/proc/%s/cmdline' % pid, 'rb') as handle:
-                cmdline = handle.read()
-        except OSError:
-            continue
-        if marker.encode() in cmdline:
-            found.append((int(pid), cmdline))
-    return found
-
-
-class ProcessWatcher(threading.Thread):
-    """Record the command lines of processes whose argv holds marker while the module runs (Ansible needs the main thread)."""
-
-    def __init__(self, marker):
-        super().__init__(daemon=True)
-        self.marker = marker
-        self.done = threading.Event()
-        self.cmdlines = {}
-
-    def run(self):
-        while not self.done.is_set():
-            for pid, cmdline in _processes(self.marker):
-                self.cmdlines[pid] = cmdline
-            time.sleep(0.01)
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.done.set()
-        self.join()
-
-
 def test_password_never_on_a_command_line_nor_in_results(flyway, project, make_db, stack):
     project(V1__slow='SELECT pg_sleep(1.5);\n' + V1)
     db = make_db('fw', rows=None)
@@ -411,8 +370,8 @@ def test_password_never_on_a_command_line_nor_in_results(flyway, project, make_d
     with ProcessWatcher(DOUBLE) as watcher:
         result = flyway(db, url=url, user=None, password=None)
     assert result['changed'] is True, result
-    assert watcher.cmdlines, 'the Flyway double was never observed running; the test could not check its argv'
-    leaks = [cmd for cmd in watcher.cmdlines.values() if password.encode() in cmd or b'jdbc:' in cmd]
+    assert watcher.seen, 'the Flyway double was never observed running; the test could not check its argv'
+    leaks = [cmd for cmd in watcher.seen.values() if password.encode() in cmd or b'jdbc:' in cmd]
     assert leaks == []
     dumped = json.dumps(result)
     assert password not in dumped

@@ -14,7 +14,7 @@ import uuid
 import boto3
 import pytest
 
-from helpers import assert_clear_failure, connect, sql
+from helpers import ProcessWatcher, assert_clear_failure, connect, sql
 
 MODULE = 'runbook.deploy.pg_backup'
 
@@ -262,51 +262,6 @@ def big_db(stack):
     sql(stack, 'postgres', 'DROP DATABASE IF EXISTS %s WITH (FORCE)' % name)
 
 
-def _pg_dump_pids(marker):
-    pids = []
-    for pid in os.listdir('/proc'):
-        if not pid.isdigit():
-            continue
-        try:
-            with open('/proc/%s/cmdline' % pid, 'rb') as handle:
-                cmdline = handle.read()
-        except OSError:
-            continue
-        if b'pg_dump' in cmdline and marker.encode() in cmdline:
-            pids.append((int(pid), cmdline))
-    return pids
-
-
-class ProcessWatcher(threading.Thread):
-    """Watch /proc for pg_dump processes whose command line holds marker, while the module runs.
-
-    Ansible's task queue needs the main thread (signals), so the module runs there and this watches.
-    ``on_seen(pid, cmdline)`` is called for every sighting; it may kill the process.
-    """
-
-    def __init__(self, marker, on_seen):
-        super().__init__(daemon=True)
-        self.marker = marker
-        self.on_seen = on_seen
-        self.done = threading.Event()
-        self.seen = []
-
-    def run(self):
-        while not self.done.is_set():
-            for pid, cmdline in _pg_dump_pids(self.marker):
-                self.seen.append(pid)
-                self.on_seen(pid, cmdline)
-            time.sleep(0.01)
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.done.set()
-        self.join()
-
-
 @pytest.mark.slow
 def test_password_never_on_a_command_line_nor_in_results(backup, big_db, stack):
     password = stack['RUNBOOK_PG_PASSWORD'].encode()
@@ -326,7 +281,7 @@ def test_password_never_on_a_command_line_nor_in_results(backup, big_db, stack):
         leaks.extend(('environ', key) for key, value in environ.items()
                      if password in value and inherited.get(key) != value)
 
-    with ProcessWatcher('secret', inspect) as watcher:
+    with ProcessWatcher('pg_dump', 'secret', on_seen=inspect) as watcher:
         result = backup(db=big_db, label='secret')
     assert watcher.seen, 'pg_dump was never observed running; the test could not check its command line'
     assert leaks == []
@@ -349,7 +304,7 @@ def test_killed_pg_dump_leaves_no_backup_and_keeps_earlier_ones(backup, big_db, 
             killed.append(pid)
 
     # Dump the big database under the same dest and label, and kill pg_dump halfway.
-    with ProcessWatcher('.partial.%s.killme' % big_db, kill_once):
+    with ProcessWatcher('pg_dump', '.partial.%s.killme' % big_db, on_seen=kill_once):
         result = backup(db=big_db, label='killme')
     assert killed, 'pg_dump finished before it could be killed'
     assert_clear_failure(result, 'killed by signal 9')

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -13,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from helpers import REPO, assert_clear_failure
+from helpers import REPO, assert_clear_failure, free_port
 
 MODULE = 'runbook.deploy.pm2_service'
 PM2 = os.path.join(REPO, 'node_modules', '.bin', 'pm2')
@@ -30,12 +29,6 @@ ECOSYSTEM = """module.exports = {
   ],
 };
 """
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

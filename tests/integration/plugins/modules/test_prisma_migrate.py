@@ -13,12 +13,11 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from helpers import REPO, assert_clear_failure, connect, sql
+from helpers import REPO, ProcessWatcher, assert_clear_failure, connect, sql
 
 MODULE = 'runbook.deploy.prisma_migrate'
 FIXTURES = os.path.join(REPO, 'tests', 'fixtures', 'prisma')
@@ -96,38 +95,6 @@ def home_prisma_state():
     return found
 
 
-class CmdlineWatcher(threading.Thread):
-    """Collect the command lines of processes running the Prisma CLI while the module runs (main thread)."""
-
-    def __init__(self, marker):
-        super().__init__(daemon=True)
-        self.marker = marker.encode()
-        self.done = threading.Event()
-        self.seen = {}
-
-    def run(self):
-        while not self.done.is_set():
-            for pid in os.listdir('/proc'):
-                if not pid.isdigit() or int(pid) in self.seen:
-                    continue
-                try:
-                    with open('/proc/%s/cmdline' % pid, 'rb') as handle:
-                        cmdline = handle.read()
-                except OSError:
-                    continue
-                if self.marker in cmdline and b'migrate' in cmdline:
-                    self.seen[int(pid)] = cmdline
-            time.sleep(0.02)
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.done.set()
-        self.join()
-
-
 # -- the real CLI -------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_pending_deployed_then_nothing_pending(prisma, stack):
@@ -146,7 +113,7 @@ def test_pending_deployed_then_nothing_pending(prisma, stack):
     assert not relation_exists(stack, prisma.db, '_prisma_migrations')
 
     password = stack['RUNBOOK_PG_PASSWORD']
-    with CmdlineWatcher(str(prisma.project)) as watcher:
+    with ProcessWatcher(str(prisma.project), 'migrate') as watcher:
         deployed = prisma('deployed')
     assert watcher.seen, 'the Prisma CLI was never observed running; its command line could not be checked'
     assert all(password.encode() not in cmdline for cmdline in watcher.seen.values())

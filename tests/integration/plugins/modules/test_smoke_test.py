@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
 
 import pytest
 
-from helpers import REPO, assert_clear_failure
+from helpers import REPO, assert_clear_failure, free_port
 
 sys.path.insert(0, os.path.join(REPO, 'tests', 'servers'))
 from smoke_server import SmokeServer  # noqa: E402  pylint: disable=wrong-import-position
@@ -55,12 +54,6 @@ def smoke(run_module, server):
 
 def by_name(result):
     return dict((c['name'], c) for c in result['checks'])
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def test_healthy_service_passes_every_kind_of_expectation(smoke, server):
