@@ -10,6 +10,7 @@ and psql.  Passwords travel in a 0600 passfile named by ``PGPASSFILE``, never on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
@@ -201,6 +202,22 @@ def explain_connect_error(exc):
         if re.search(pattern, text):
             return '%s (%s)' % (text, hint)
     return text
+
+
+@contextlib.contextmanager
+def transaction(connection):
+    """One explicit transaction on an autocommit connection: commit on success, roll back on any error."""
+    connection.autocommit = False
+    try:
+        yield connection
+        connection.commit()
+    except BaseException:
+        if not connection.closed:
+            connection.rollback()
+        raise
+    finally:
+        if not connection.closed:
+            connection.autocommit = True
 
 
 def server_version(connection):

@@ -462,49 +462,28 @@ def roll_back_one(connection_, db_schema, name, script_path):
         script = handle.read().decode('utf-8')
     table = pg.qualified(connection_, db_schema, MIGRATIONS_TABLE)
     started = time.time()
-    connection_.autocommit = False
-    try:
-        with connection_.cursor() as cursor:
-            cursor.execute('SELECT id FROM %s WHERE migration_name = %%s AND finished_at IS NOT NULL '
-                           'AND rolled_back_at IS NULL FOR UPDATE' % table, (name,))
-            if not cursor.fetchall():
-                raise PrismaError("migration '%s' is no longer applied (changed while this task ran); nothing was "
-                                  'rolled back for it' % name, migration=name)
-            try:
-                cursor.execute(script)
-            except pg.psycopg2.Error as exc:
-                connection_.rollback()
-                raise PrismaError("down script %s of migration '%s' failed, its transaction was rolled back and the "
-                                  'migration is still applied: %s' % (script_path, name, pg_message(exc)),
-                                  migration=name, database_message=pg_message(exc))
-            cursor.execute('UPDATE %s SET rolled_back_at = now() WHERE migration_name = %%s '
-                           'AND finished_at IS NOT NULL AND rolled_back_at IS NULL' % table, (name,))
-        connection_.commit()
-    except BaseException:
-        if not connection_.closed:
-            connection_.rollback()
-        raise
-    finally:
-        if not connection_.closed:
-            connection_.autocommit = True
+    with pg.transaction(connection_), connection_.cursor() as cursor:
+        cursor.execute('SELECT id FROM %s WHERE migration_name = %%s AND finished_at IS NOT NULL '
+                       'AND rolled_back_at IS NULL FOR UPDATE' % table, (name,))
+        if not cursor.fetchall():
+            raise PrismaError("migration '%s' is no longer applied (changed while this task ran); nothing was "
+                              'rolled back for it' % name, migration=name)
+        try:
+            cursor.execute(script)
+        except pg.psycopg2.Error as exc:
+            # Leaving the with block rolls the whole transaction back.
+            raise PrismaError("down script %s of migration '%s' failed, its transaction was rolled back and the "
+                              'migration is still applied: %s' % (script_path, name, pg_message(exc)),
+                              migration=name, database_message=pg_message(exc))
+        cursor.execute('UPDATE %s SET rolled_back_at = now() WHERE migration_name = %%s '
+                       'AND finished_at IS NOT NULL AND rolled_back_at IS NULL' % table, (name,))
     return round(time.time() - started, 3)
 
 
 def mark_failed_rolled_back(connection_, db_schema, name):
     """What `prisma migrate resolve --rolled-back` records: rolled_back_at on the migration's failed rows."""
     table = pg.qualified(connection_, db_schema, MIGRATIONS_TABLE)
-    connection_.autocommit = False
-    try:
-        with connection_.cursor() as cursor:
-            cursor.execute('UPDATE %s SET rolled_back_at = now() WHERE migration_name = %%s AND finished_at IS NULL '
-                           'AND rolled_back_at IS NULL' % table, (name,))
-            count = cursor.rowcount
-        connection_.commit()
-    except BaseException:
-        if not connection_.closed:
-            connection_.rollback()
-        raise
-    finally:
-        if not connection_.closed:
-            connection_.autocommit = True
-    return count
+    with pg.transaction(connection_), connection_.cursor() as cursor:
+        cursor.execute('UPDATE %s SET rolled_back_at = now() WHERE migration_name = %%s AND finished_at IS NULL '
+                       'AND rolled_back_at IS NULL' % table, (name,))
+        return cursor.rowcount

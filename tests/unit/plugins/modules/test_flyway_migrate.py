@@ -9,17 +9,8 @@ import json
 import pytest
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.runbook.deploy.plugins.modules import flyway_migrate
-
-
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
 
 
 def migration(version, description, state=None, installed=False, script=None):
@@ -39,22 +30,12 @@ def info(schema_version, *migrations):
 
 
 @pytest.fixture
-def run(monkeypatch, tmp_path):
+def run(monkeypatch, tmp_path, run_main):
     """run(outputs, check=False, **args): outputs maps a Flyway command to (rc, JSON doc or text)."""
     exe = tmp_path / 'flyway'
     exe.write_text('#!/bin/sh\n')
     exe.chmod(0o755)
     (tmp_path / 'db').mkdir()
-
-    def exit_json(self, **kwargs):
-        raise ExitJson(kwargs)
-
-    def fail_json(self, **kwargs):
-        kwargs['failed'] = True
-        raise FailJson(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
 
     def call(outputs, check=False, **args):
         calls = []
@@ -70,10 +51,7 @@ def run(monkeypatch, tmp_path):
         args.setdefault('working_dir', str(tmp_path))
         if check:
             args['_ansible_check_mode'] = True
-        with patch_module_args(args):
-            with pytest.raises((ExitJson, FailJson)) as raised:
-                flyway_migrate.main()
-        result = raised.value.args[0]
+        result = run_main(flyway_migrate.main, args)
         result['calls'] = calls
         return result
     return call

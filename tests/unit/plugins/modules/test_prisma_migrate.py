@@ -8,8 +8,6 @@ import hashlib
 
 import pytest
 
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.runbook.deploy.plugins.module_utils import postgres as pg
 from ansible_collections.runbook.deploy.plugins.module_utils import prisma
@@ -20,14 +18,6 @@ SELECT_1 = hashlib.sha256(b'SELECT 1;').hexdigest()
 JS_ENGINE_FAILURE = ('Error: external connector error\nForeign key constraint failed: orders_customer_id_fkey\n'
                      '   0: sql_schema_connector::apply_migration::apply_script\n'
                      '           with migration_name="c"\n')
-
-
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
 
 
 class Closed(object):
@@ -50,17 +40,8 @@ def project(tmp_path):
 
 
 @pytest.fixture
-def module_run(monkeypatch, project):
+def module_run(monkeypatch, project, run_main):
     """module_run(rows_sequence, check=False, **args) -> result; each read of the table takes the next rows."""
-    def exit_json(self, **kwargs):
-        raise ExitJson(kwargs)
-
-    def fail_json(self, **kwargs):
-        kwargs['failed'] = True
-        raise FailJson(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
     monkeypatch.setattr(pg, 'connect', lambda conn, **kw: Closed())
     monkeypatch.setattr(prisma.PrismaCli, 'check', lambda self: setattr(self, 'prefix', ['prisma']))
     calls = []
@@ -77,10 +58,7 @@ def module_run(monkeypatch, project):
         args.setdefault('db_url', 'postgresql://u:secret@h/db')
         if check:
             args['_ansible_check_mode'] = True
-        with patch_module_args(args):
-            with pytest.raises((ExitJson, FailJson)) as caught:
-                prisma_migrate.main()
-        result = caught.value.args[0]
+        result = run_main(prisma_migrate.main, args)
         result['cli_calls'] = list(calls)
         return result
 
