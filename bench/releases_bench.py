@@ -7,12 +7,14 @@ Prints, from one run, side by side:
   (c) rollback: command start until the previous version answers; the role's rollback (switch back, reload)
       vs the runbook's "git checkout v1 && npm ci && npm run build && pm2 restart" (copy, build, restart)
 
-The load is 4 threads sending GET /health to 127.0.0.1 in a loop for the duration of each step (bounded).
+The load is 4 threads sending GET /health to 127.0.0.1 in a loop for the duration of each step (bounded), with a
+10 s client timeout; the slowest answered request is printed too.
 Run: `source tests/scripts/env.sh; .venv/bin/python bench/releases_bench.py`.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
@@ -44,6 +46,8 @@ class Load(object):
         self.ok = 0
         self.failed = 0
         self.versions = set()
+        self.errors = collections.Counter()
+        self.slowest = 0.0
         self.stop = threading.Event()
         self.limit = limit
         self.threads = [threading.Thread(target=self.loop, daemon=True) for dummy in range(threads)]
@@ -52,15 +56,19 @@ class Load(object):
     def loop(self):
         deadline = time.monotonic() + self.limit
         while not self.stop.is_set() and time.monotonic() < deadline:
+            started = time.monotonic()
             try:
-                with urllib.request.urlopen(self.url, timeout=2) as response:
+                # A 10 s client timeout, like a patient client; a slower answer counts as failed.
+                with urllib.request.urlopen(self.url, timeout=10) as response:
                     version = json.loads(response.read())['version']
                 with self.lock:
                     self.ok += 1
                     self.versions.add(version)
-            except Exception:  # pylint: disable=broad-except
+                    self.slowest = max(self.slowest, time.monotonic() - started)
+            except Exception as exc:  # pylint: disable=broad-except
                 with self.lock:
                     self.failed += 1
+                    self.errors[type(getattr(exc, 'reason', exc)).__name__] += 1
                 time.sleep(0.01)
 
     def __enter__(self):
@@ -161,7 +169,7 @@ def bench_role(work):
         thread.join()
         rollback_done = time.monotonic() - started
         return dict(failed=load.failed, ok=load.ok, deploy=deploy, rollback_answer=rollback_answer if answered else None,
-                    rollback_done=rollback_done)
+                    rollback_done=rollback_done, errors=dict(load.errors), slowest=load.slowest)
     finally:
         site.kill()
         shutil.rmtree(site.home, ignore_errors=True)
@@ -192,7 +200,7 @@ def bench_runbook(work):
         answered = wait_version(site.port, 'v1')
         rollback = time.monotonic() - started
         return dict(failed=load.failed, ok=load.ok, deploy=deploy, rollback_answer=rollback if answered else None,
-                    rollback_done=rollback)
+                    rollback_done=rollback, errors=dict(load.errors), slowest=load.slowest)
     finally:
         site.kill()
         shutil.rmtree(site.home, ignore_errors=True)
@@ -217,6 +225,9 @@ def main():
                                secs(role['rollback_answer'])))
     print('%-52s %16s %16s' % ('    rollback: until the command returns', secs(runbook['rollback_done']),
                                secs(role['rollback_done'])))
+    print('%-52s %16s %16s' % ('      slowest answered request during the deploy', secs(runbook['slowest']),
+                               secs(role['slowest'])))
+    print('kinds of failed requests: runbook %s; backend role %s' % (runbook['errors'], role['errors']))
 
 
 if __name__ == '__main__':
