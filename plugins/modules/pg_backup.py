@@ -377,6 +377,7 @@ executed_commands:
   sample: ["/usr/bin/pg_dump --format=custom --file=/var/backups/postgres/.partial.app.x.dump --no-password"]
 '''
 
+import contextlib
 import datetime
 import os
 import re
@@ -393,7 +394,11 @@ from ansible_collections.runbook.deploy.plugins.module_utils.command import (
     CommandError, CommandRunner, PrivateWorkspace, find_tool, last_lines, tool_major_version)
 
 PLAIN_TRAILER = b'-- PostgreSQL database dump complete'
+PLAIN_CREATE_PUBLIC = b'\nCREATE SCHEMA public;\n'
 SYSTEM_PG_DIRS = ('/usr/lib/postgresql/%d/bin', '/usr/pgsql-%d/bin')
+# What the safety backup before a restore is, whatever the task asked of its own backups.
+SAFETY_BACKUP_OPTIONS = dict(format='custom', verify='list', keep=0, max_age=None, compress=None, schemas=[],
+                             exclude_schemas=[], tables=[], exclude_tables=[], s3_bucket=None, jobs=1)
 
 
 class BackupError(Exception):
@@ -450,6 +455,16 @@ class PgBackup(object):
         self.tools = None
         self.server_version = None
         self.s3 = None
+
+    @contextlib.contextmanager
+    def options(self, **values):
+        """Run with these options in place of the task's (module.params stays untouched)."""
+        saved = self.params
+        self.params = dict(saved, **values)
+        try:
+            yield
+        finally:
+            self.params = saved
 
     # -- set-up --------------------------------------------------------------------------
     def validate(self):
@@ -699,14 +714,14 @@ class PgBackup(object):
         result = dict(mode=mode, passed=True)
         if mode == 'none':
             return result
+        creates_public = False
         if fmt == 'plain':
-            self.check_plain_trailer(path)
+            creates_public = self.scan_plain(path)
+            data_tables = None
         else:
             result['toc_entries'], data_tables = self.list_archive(path)
         if mode == 'restore':
-            if fmt == 'plain':
-                data_tables = None
-            result.update(self.verify_by_restore(path, fmt, dbname, snapshot_conn, data_tables))
+            result.update(self.verify_by_restore(path, fmt, dbname, snapshot_conn, data_tables, creates_public))
         return result
 
     def list_archive(self, path):
@@ -727,24 +742,30 @@ class PgBackup(object):
             raise BackupError('verification failed: the archive %s has an empty table of contents' % path)
         return entries, tables
 
-    def check_plain_trailer(self, path):
+    def scan_plain(self, path):
+        """Read a plain dump once: fail unless it ends with pg_dump's completion line; return whether it
+        re-creates the public schema (a dump limited with --schema=public does)."""
         import gzip
         opener = gzip.open if path.endswith('.gz') else open
         tail = b''
+        creates_public = False
         try:
             with opener(path, 'rb') as handle:
                 while True:
                     chunk = handle.read(1024 * 1024)
                     if not chunk:
                         break
-                    tail = (tail + chunk)[-4096:]
+                    window = tail + chunk
+                    creates_public = creates_public or PLAIN_CREATE_PUBLIC in window
+                    tail = window[-4096:]
         except (OSError, EOFError) as exc:
             raise BackupError('verification failed: cannot read %s: %s' % (path, exc))
         if PLAIN_TRAILER not in tail:
             raise BackupError("verification failed: %s does not end with pg_dump's completion line; it is truncated"
                               % path)
+        return creates_public
 
-    def verify_by_restore(self, path, fmt, dbname, snapshot_conn, data_tables):
+    def verify_by_restore(self, path, fmt, dbname, snapshot_conn, data_tables, creates_public):
         scratch = 'pgbackup_verify_%s_%d' % (catalog.safe_db_name(dbname)[:30].lower(), os.getpid())
         admin = pg.connect(self.conn, dbname=self.params['maintenance_db'])
         try:
@@ -758,7 +779,7 @@ class PgBackup(object):
             try:
                 scratch_conn = pg.connect(self.conn, dbname=scratch)
                 try:
-                    if fmt == 'plain' and self.creates_public_schema(path):
+                    if creates_public:
                         # A dump limited with --schema=public re-creates the schema every new database has.
                         with scratch_conn.cursor() as cursor:
                             cursor.execute('DROP SCHEMA public')
@@ -810,12 +831,6 @@ class PgBackup(object):
         finally:
             if fmt == 'plain' and script != path:
                 os.unlink(script)
-
-    def creates_public_schema(self, path):
-        import gzip
-        opener = gzip.open if path.endswith('.gz') else open
-        with opener(path, 'rb') as handle:
-            return any(line.rstrip() == b'CREATE SCHEMA public;' for line in handle)
 
     def gunzip(self, path):
         import gzip
@@ -912,17 +927,11 @@ class PgBackup(object):
                       created_database=not exists, terminated_sessions=[], safety_backup=None,
                       single_transaction=p['jobs'] == 1)
         if exists and p['safety_backup'] and self.has_tables(target):
-            if self.module.check_mode:
-                result['safety_backup'] = self.planned(target, 'pre_restore')
-            else:
-                saved = dict(self.params)
-                try:
-                    self.params.update(format='custom', verify='list', keep=0, max_age=None, compress=None,
-                                       schemas=[], exclude_schemas=[], tables=[], exclude_tables=[], s3_bucket=None, jobs=1)
+            with self.options(**SAFETY_BACKUP_OPTIONS):
+                if self.module.check_mode:
+                    result['safety_backup'] = self.planned(target, 'pre_restore')
+                else:
                     dummy, result['safety_backup'] = self.backup(target, 'pre_restore', allow_reuse=False)
-                finally:
-                    self.params.clear()
-                    self.params.update(saved)
         if self.module.check_mode:
             return result, restored
         if p['jobs'] > 1:
@@ -1058,7 +1067,7 @@ class PgBackup(object):
                                   'corrupt or truncated' % (path, actual, expected))
             verified = True
         if fmt == 'plain':
-            self.check_plain_trailer(path)
+            self.scan_plain(path)
         else:
             self.list_archive(path)
         return verified
