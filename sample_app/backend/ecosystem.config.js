@@ -17,6 +17,9 @@ const dotenv = readEnv(path.join(__dirname, '.env'));
 // PM2 keeps a process's script path across reloads. Give it the `current` symlink's path (APP_DIR), not this
 // release's real directory, so that `pm2 reload` after a release switch runs the new release.
 const appDir = process.env.APP_DIR || dotenv.APP_DIR || __dirname;
+// What the apps need from .env: the database, and where the shared node_modules are (NODE_PATH).
+const shared = {};
+for (const key of ['DATABASE_URL', 'NODE_PATH']) if (dotenv[key]) shared[key] = dotenv[key];
 module.exports = {
   apps: [
     {
@@ -27,7 +30,7 @@ module.exports = {
       instances: 2,
       wait_ready: true,
       listen_timeout: 5000,
-      env: {PORT: dotenv.PORT || 3000, NODE_ENV: 'development'},
+      env: Object.assign({PORT: dotenv.PORT || 3000, NODE_ENV: 'development'}, shared),
       env_production: {NODE_ENV: 'production'},
       env_staging: {NODE_ENV: 'staging'},
     },
@@ -35,7 +38,7 @@ module.exports = {
       name: dotenv.WORKER_NAME || 'sample-worker',
       script: './worker.js',
       cwd: appDir,
-      env: {NODE_ENV: 'development'},
+      env: Object.assign({NODE_ENV: 'development'}, shared),
       env_production: {NODE_ENV: 'production'},
       env_staging: {NODE_ENV: 'staging'},
     },

@@ -1,4 +1,8 @@
-// The sample API: /health answers {"status":"healthy","version":...}. A CRASH file makes it crash at start-up.
+// The sample API (PM2 cluster). A CRASH file makes it crash at start-up.
+//   /health      {"status":"healthy","version":...}
+//   /api/cases   {"count": N} read from PostgreSQL (DATABASE_URL; the `pg` driver via NODE_PATH)
+//   /metrics     Prometheus text: requests by status, a latency histogram, the sync queue size
+// The fault recorded at build time (dist/build.json, see build.js) breaks /api/cases or the error metrics.
 'use strict';
 const fs = require('fs');
 const http = require('http');
@@ -9,13 +13,57 @@ if (fs.existsSync(path.join(__dirname, 'CRASH'))) {
 } else {
   const build = JSON.parse(fs.readFileSync(path.join(__dirname, 'dist', 'build.json'), 'utf8'));
   const port = Number(process.env.PORT || 3000);
+  let pool = null;
+  if (process.env.DATABASE_URL) {
+    try {
+      const {Pool} = require('pg');
+      pool = new Pool({connectionString: process.env.DATABASE_URL, max: 2, idleTimeoutMillis: 1000});
+    } catch (err) {
+      console.error(`no database driver: ${err.message}`);
+    }
+  }
+  const buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
+  const stats = {status: {}, hist: buckets.map(() => 0), inf: 0, sum: 0, queue: 0};
+  const observe = (status, seconds) => {
+    stats.status[status] = (stats.status[status] || 0) + 1;
+    buckets.forEach((b, i) => { if (seconds <= b) stats.hist[i] += 1; });
+    stats.inf += 1;
+    stats.sum += seconds;
+  };
+  const metrics = () => {
+    // The "watch" fault reports one request in five as a 500 on top of the real counts.
+    const status = Object.assign({}, stats.status);
+    if (build.fault === 'watch') status['500'] = (status['500'] || 0) + Math.ceil(stats.inf / 4) + 1;
+    const lines = ['# HELP http_requests_total Requests served, by status.', '# TYPE http_requests_total counter'];
+    for (const [code, n] of Object.entries(status)) lines.push(`http_requests_total{status="${code}"} ${n}`);
+    lines.push('# HELP http_request_duration_seconds Request latency.', '# TYPE http_request_duration_seconds histogram');
+    buckets.forEach((b, i) => lines.push(`http_request_duration_seconds_bucket{le="${b}"} ${stats.hist[i]}`));
+    lines.push(`http_request_duration_seconds_bucket{le="+Inf"} ${stats.inf}`);
+    lines.push(`http_request_duration_seconds_sum ${stats.sum}`, `http_request_duration_seconds_count ${stats.inf}`);
+    lines.push('# HELP sync_queue_size Items waiting in the sync queue.', '# TYPE sync_queue_size gauge');
+    lines.push(`sync_queue_size ${stats.queue}`);
+    return lines.join('\n') + '\n';
+  };
+  const reply = (res, started, code, body, type = 'application/json') => {
+    res.statusCode = code;
+    res.setHeader('content-type', type);
+    res.end(type === 'application/json' ? JSON.stringify(body) : body);
+    observe(code, Number(process.hrtime.bigint() - started) / 1e9);
+  };
   const server = http.createServer((req, res) => {
-    res.setHeader('content-type', 'application/json');
+    const started = process.hrtime.bigint();
     if (req.url === '/health' || req.url === '/') {
-      res.end(JSON.stringify({status: 'healthy', version: build.version}));
+      reply(res, started, 200, {status: 'healthy', version: build.version});
+    } else if (req.url === '/metrics') {
+      reply(res, started, 200, metrics(), 'text/plain; version=0.0.4');
+    } else if (req.url === '/api/cases') {
+      if (build.fault === 'smoke') return reply(res, started, 500, {error: 'relation "cases" does not exist'});
+      if (!pool) return reply(res, started, 503, {error: 'DATABASE_URL is not set'});
+      pool.query('SELECT count(*)::int AS count FROM cases').then(
+        (r) => reply(res, started, 200, {count: r.rows[0].count, version: build.version}),
+        (err) => reply(res, started, 500, {error: err.message}));
     } else {
-      res.statusCode = 404;
-      res.end(JSON.stringify({error: 'not found'}));
+      reply(res, started, 404, {error: 'not found'});
     }
   });
   server.listen(port, '127.0.0.1', () => { if (process.send) process.send('ready'); });
