@@ -661,6 +661,19 @@ class PM2(Service):
             if not wait_gone(pid, 10):
                 os.kill(pid, signal.SIGKILL)
         self.cleanup_stale()
+        self.stop_app_hosts()
+
+    def stop_app_hosts(self):
+        """The local inventories give each app host its own PM2 home under <stack>/deploy/<env>/<host>/pm2
+        (make demo started them, through the stack): stop those daemons and their apps too."""
+        deploy = self.dir.parent / "deploy"
+        for home in sorted(deploy.glob("*/*/pm2")) if deploy.is_dir() else []:
+            if (home / "rpc.sock").exists():
+                env = child_env(self.name, PM2_HOME=home, PM2_DISABLE_VERSION_CHECK="1")
+                try:
+                    run([PM2_BIN, "kill"], f"pm2 kill ({home})", env=env, cwd=REPO, timeout=60)
+                except (StackError, subprocess.TimeoutExpired) as exc:
+                    log(f"pm2: could not stop the app host daemon of {home}: {exc}")
 
     def env(self):
         return {"PM2_HOME": self.dir, "RUNBOOK_PM2_BIN": PM2_BIN}

@@ -1,0 +1,348 @@
+"""End to end: playbooks/deploy_staging.yml, deploy_production.yml and rollback.yml on the local inventories.
+
+The sample application (sample_app/) is deployed onto the local stack for real: PostgreSQL, PM2, Prisma, moto
+(S3, CloudFront, STS). Each test gets its own environment name (database, buckets, PM2 homes, deploy root,
+history) under a private directory, through extra vars, as a job template would pass them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import boto3
+import pytest
+
+from helpers import REPO, free_port, sql
+
+sys.path.insert(0, os.path.join(REPO, 'tests', 'servers'))
+from webhook_recorder import WebhookRecorder  # noqa: E402 (the servers folder is not a package)
+
+pytestmark = pytest.mark.slow
+
+PLAYBOOK = os.path.join(REPO, '.venv', 'bin', 'ansible-playbook')
+PM2 = os.path.join(REPO, 'node_modules', '.bin', 'pm2')
+SECRET_TOKEN = 'xoxb-e2e-secret-token-do-not-print'
+
+
+class Env(object):
+    """One local environment: its extra vars, its files, and ways to look at it."""
+
+    def __init__(self, stack, inventory, name, root, webhook, port=None):
+        self.stack = stack
+        self.inventory = os.path.join(REPO, 'inventories', inventory)
+        self.name = name
+        self.root = root
+        self.webhook = webhook
+        self.port = port
+        self.db = 'sample_app_' + name.replace('-', '_')
+        self.extra = {'runbook_environment': name, 'runbook_stack_dir': root,
+                      # Short windows: the tests check behaviour, bench/ measures time.
+                      'watch_duration': 2, 'flags_rollout_pause': 0}
+        if port:
+            self.extra['sample_app_port'] = port
+
+    def env(self):
+        env = dict(os.environ, RUNBOOK_REPO=REPO, RUNBOOK_WEBHOOK_URL=self.webhook.url + '/services/T0/B0/' + SECRET_TOKEN,
+                   ANSIBLE_FORCE_COLOR='0', ANSIBLE_NOCOLOR='1')
+        env.update({k: v for k, v in self.stack.items() if k.startswith(('RUNBOOK_', 'AWS_'))})
+        env.pop('PM2_HOME', None)
+        return env
+
+    def command(self, playbook, **extra):
+        variables = dict(self.extra, **extra)
+        return [PLAYBOOK, '-i', self.inventory, os.path.join(REPO, 'playbooks', playbook), '-e', json.dumps(variables)]
+
+    def play(self, playbook, **extra):
+        proc = subprocess.run(self.command(playbook, **extra), env=self.env(), capture_output=True, text=True,
+                              check=False, timeout=600)
+        return Result(proc.returncode, proc.stdout + proc.stderr)
+
+    def history(self):
+        path = os.path.join(self.root, 'history', self.name + '.jsonl')
+        if not os.path.exists(path):
+            return []
+        with open(path) as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+    def deploy_to(self, host='app1'):
+        return os.path.join(self.root, 'deploy', self.name, host)
+
+    def current(self, host='app1'):
+        return os.path.basename(os.readlink(os.path.join(self.deploy_to(host), 'current')))
+
+    def health(self, port=None):
+        with urllib.request.urlopen('http://127.0.0.1:%d/health' % (port or self.port), timeout=5) as response:
+            return json.loads(response.read())
+
+    def snapshot(self):
+        """Row count and an md5 over every row of every table that existed before (the data, not the schema)."""
+        tables = [r[0] for r in sql(self.stack, self.db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                                                        "AND tablename <> '_prisma_migrations' ORDER BY 1")]
+        result = {}
+        for table in tables:
+            count, digest = sql(self.stack, self.db, 'SELECT count(*), md5(coalesce(string_agg(t::text, \'|\' ORDER BY t::text), \'\')) '
+                                                     'FROM %s t' % table)[0]
+            result[table] = (count, digest)
+        return result
+
+
+class Result(object):
+    def __init__(self, rc, output):
+        self.rc = rc
+        self.output = output
+
+    def recap(self):
+        counts = {}
+        for line in self.output.splitlines():
+            match = re.match(r'^(\S+)\s+:\s+(ok=.*)$', line)
+            if match:
+                counts[match.group(1)] = {k: int(v) for k, v in (item.split('=') for item in match.group(2).split())}
+        return counts
+
+    def __repr__(self):
+        return 'rc=%s\n%s' % (self.rc, self.output[-6000:])
+
+
+@pytest.fixture
+def webhook(tmp_path):
+    recorder = WebhookRecorder(str(tmp_path / 'webhook.jsonl'))
+    recorder.start()
+    recorder.path = str(tmp_path / 'webhook.jsonl')
+    yield recorder
+    recorder.stop()
+
+
+def messages(recorder):
+    if not os.path.exists(recorder.path):
+        return []
+    with open(recorder.path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+@pytest.fixture
+def make_env(stack, webhook):
+    """Create environments (prepared like a real one: database, buckets, distribution); clean them up after."""
+    made = []
+
+    def factory(inventory='local', port=True, name=None):
+        name = name or 'e2e-' + uuid.uuid4().hex[:6]
+        # A short root: PM2's socket paths must stay under the 108 bytes a unix socket path may have.
+        root = tempfile.mkdtemp(prefix='e2e-', dir='/tmp')
+        env = Env(stack, inventory, name, root, webhook, port=free_port() if port else None)
+        made.append(env)
+        result = env.play('local_sample_app.yml')
+        assert result.rc == 0, result
+        return env
+
+    yield factory
+    for env in made:
+        for pm2_home in _pm2_homes(env.root):
+            subprocess.run([PM2, 'kill'], env=dict(os.environ, PM2_HOME=pm2_home), capture_output=True, check=False)
+        sql(stack, 'postgres', 'DROP DATABASE IF EXISTS %s WITH (FORCE)' % env.db)
+        _drop_bucket(stack, 'sample-app-frontend-' + env.name)
+        shutil.rmtree(env.root, ignore_errors=True)
+
+
+def _pm2_homes(root):
+    homes = []
+    for dirpath, dirnames, dummy in os.walk(root):
+        if os.path.basename(dirpath) == 'pm2':
+            homes.append(dirpath)
+            dirnames[:] = []
+    return homes
+
+
+def _s3(stack):
+    return boto3.client('s3', endpoint_url=stack['RUNBOOK_S3_ENDPOINT_URL'], region_name='us-east-1')
+
+
+def _drop_bucket(stack, bucket):
+    client = _s3(stack)
+    try:
+        for item in client.list_objects_v2(Bucket=bucket).get('Contents', []):
+            client.delete_object(Bucket=bucket, Key=item['Key'])
+        client.delete_bucket(Bucket=bucket)
+    except Exception:  # the bucket may not exist when the test failed early
+        pass
+
+
+def _sample_copy(tmp_path, failing_migration=False):
+    """A copy of the sample backend as a new version's source, optionally with a migration that fails half-way."""
+    source = tmp_path / 'backend'
+    shutil.copytree(os.path.join(REPO, 'sample_app', 'backend'), source)
+    if failing_migration:
+        migration = source / 'prisma' / 'migrations' / '20261201000000_retitle_cases'
+        migration.mkdir()
+        # The first statement changes data, the second fails: the migration is left failed and half applied.
+        (migration / 'migration.sql').write_text(
+            'UPDATE "cases" SET "title" = upper("title")\n;\nINSERT INTO "no_such_table" VALUES (1)\n;\n')
+    return str(source)
+
+
+def test_staging_deploy_serves_records_and_reruns_without_change(make_env, webhook):
+    env = make_env()
+    first = env.play('deploy_staging.yml', runbook_version='v1.0.0')
+    assert first.rc == 0, first
+    assert env.health() == {'status': 'healthy', 'version': 'v1.0.0'}
+    with urllib.request.urlopen('http://127.0.0.1:%d/api/cases' % env.port, timeout=5) as response:
+        assert json.loads(response.read())['count'] == 5000
+    # Migrations applied once, verified, and the schema is there.
+    names = [r[0] for r in sql(env.stack, env.db, 'SELECT migration_name FROM _prisma_migrations '
+                                                  'WHERE finished_at IS NOT NULL ORDER BY 1')]
+    assert len(names) == 3, names
+    # The frontend is published with this version.
+    index = _s3(env.stack).get_object(Bucket='sample-app-frontend-' + env.name, Key='index.html')['Body'].read()
+    assert b'v1.0.0' in index
+    # The history records the success, its phases and the backup.
+    entry = env.history()[-1]
+    assert entry['status'] == 'succeeded' and entry['version'] == 'v1.0.0' and entry['smoke_passed'] is True, entry
+    assert entry['running_version'] == 'v1.0.0'
+    assert entry['backup']['s3_uri'].startswith('s3://sample-app-backups/%s/' % env.name), entry
+    assert {'database', 'backends', 'release'} <= set(entry['phases']), entry['phases']
+    assert all(phase['status'] == 'ok' for phase in entry['phases'].values()), entry['phases']
+    # The lock is released; the webhook heard the start and the success, without the token in the URL.
+    assert not os.path.exists(os.path.join(env.root, 'deploy', env.name, 'deploy.lock'))
+    texts = [m.get('text', '') for m in messages(webhook)]
+    assert any('v1.0.0' in t for t in texts), texts
+
+    again = env.play('deploy_staging.yml', runbook_version='v1.0.0')
+    assert again.rc == 0, again
+    assert again.recap()['app1']['changed'] == 0, again
+    assert env.history()[-1]['status'] == 'succeeded'
+    for output in (first.output, again.output):
+        assert SECRET_TOKEN not in output
+        assert env.stack['RUNBOOK_PG_PASSWORD'] not in output
+
+
+def test_failed_smoke_test_rolls_back_automatically_and_keeps_the_data(make_env, webhook):
+    env = make_env()
+    assert env.play('deploy_staging.yml', runbook_version='v1.0.0').rc == 0
+    before = env.snapshot()
+
+    broken = env.play('deploy_staging.yml', runbook_version='v1.1.0', sample_app_fault='smoke')
+    assert broken.rc != 0, broken
+    assert 'failed in the backends phase' in broken.output, broken
+    assert 'Rolled back: v1.0.0 runs again; the database was kept as it is' in broken.output, broken
+    # The previous release answers again, the broken one is marked bad, the data is untouched.
+    assert env.current() == 'v1.0.0'
+    assert env.health()['version'] == 'v1.0.0'
+    assert os.path.exists(os.path.join(env.deploy_to(), 'releases', 'v1.1.0', 'BAD'))
+    assert env.snapshot() == before
+    entry = env.history()[-1]
+    assert entry['status'] == 'rolled_back' and entry['running_version'] == 'v1.0.0', entry
+    assert entry['failure']['phase'] == 'backends' and 'cases API' in entry['failure']['message'], entry
+    assert entry['phases']['rollback']['status'] == 'ok'
+    assert entry['smoke_passed'] is False
+    assert any('roll' in m.get('text', '').lower() for m in messages(webhook)), messages(webhook)
+    assert not os.path.exists(os.path.join(env.root, 'deploy', env.name, 'deploy.lock'))
+
+
+def test_failed_migration_stops_before_any_app_change_and_rollback_restores(make_env, tmp_path):
+    env = make_env()
+    assert env.play('deploy_staging.yml', runbook_version='v1.0.0').rc == 0
+    before = env.snapshot()
+    source = _sample_copy(tmp_path, failing_migration=True)
+
+    failed = env.play('deploy_staging.yml', runbook_version='v1.1.0', backend_source_dir=source,
+                      migrate_project_path=source)
+    assert failed.rc != 0, failed
+    assert 'failed in the database phase' in failed.output and '20261201000000_retitle_cases' in failed.output, failed
+    assert 'No app was changed' in failed.output
+    # No app change: v1.1.0 was never built, v1.0.0 serves; the half-applied migration changed data.
+    assert env.current() == 'v1.0.0'
+    assert not os.path.exists(os.path.join(env.deploy_to(), 'releases', 'v1.1.0'))
+    assert env.health()['version'] == 'v1.0.0'
+    assert env.snapshot() != before
+    entry = env.history()[-1]
+    assert entry['status'] == 'failed' and entry['failure']['phase'] == 'database', entry
+    backup = entry['backup']['s3_uri']
+    bucket, key = backup[len('s3://'):].split('/', 1)
+    assert _s3(env.stack).head_object(Bucket=bucket, Key=key)['ContentLength'] > 0
+
+    refused = env.play('rollback.yml')
+    assert refused.rc != 0 and 'rollback_database' in refused.output, refused
+
+    restored = env.play('rollback.yml', rollback_database='restore')
+    assert restored.rc == 0, restored
+    assert env.snapshot() == before
+    assert env.current() == 'v1.0.0' and env.health()['version'] == 'v1.0.0'
+    entry = env.history()[-1]
+    assert entry['kind'] == 'rollback' and entry['status'] == 'succeeded', entry
+    assert entry['rollback']['restored_from'], entry
+
+
+def test_a_second_concurrent_deploy_is_refused_by_the_lock(make_env):
+    env = make_env()
+    first = subprocess.Popen(env.command('deploy_staging.yml', runbook_version='v1.0.0'), env=env.env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lock = os.path.join(env.root, 'deploy', env.name, 'deploy.lock')
+    deadline = time.monotonic() + 120
+    while not os.path.exists(os.path.join(lock, 'owner.json')) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert os.path.exists(lock), first.communicate()[0][-4000:]
+    second = env.play('deploy_staging.yml', runbook_version='v1.0.0')
+    out, dummy = first.communicate(timeout=600)
+    assert second.rc != 0, second
+    assert 'Another deployment of %s holds the lock' % env.name in second.output, second
+    assert 'deployment_lock_break' in second.output
+    assert first.returncode == 0, out[-6000:]
+    # The refused run recorded nothing and released nothing: one succeeded entry, the lock gone after the first.
+    assert [e['status'] for e in env.history()] == ['succeeded']
+    assert not os.path.exists(lock)
+
+
+def test_production_gates_then_three_hosts_in_batches_with_one_backup_and_one_migration(make_env):
+    staging = make_env()
+    production = make_env(inventory='local-production', port=False)
+    production.extra.update(deployment_staging_environment=staging.name, runbook_stack_dir=staging.root)
+    # The two environments share the history directory (as they share a controller or an S3 bucket).
+    shutil.rmtree(production.root)
+    production.root = staging.root
+    assert production.play('local_sample_app.yml').rc == 0
+
+    no_approval = production.play('deploy_production.yml', runbook_version='v2.0.0')
+    assert no_approval.rc != 0 and 'needs an approval' in no_approval.output, no_approval
+    approved = dict(runbook_approved_by='Dana', runbook_ticket='CHG-1')
+    not_staged = production.play('deploy_production.yml', runbook_version='v2.0.0', **approved)
+    assert not_staged.rc != 0 and 'has no successful deployment' in not_staged.output, not_staged
+    assert production.history() == []
+
+    assert staging.play('deploy_staging.yml', runbook_version='v2.0.0').rc == 0
+    deployed = production.play('deploy_production.yml', runbook_version='v2.0.0', **approved)
+    assert deployed.rc == 0, deployed
+    for host, port in (('app1', 39111), ('app2', 39112), ('app3', 39113)):
+        assert production.current(host) == 'v2.0.0'
+        assert production.health(port)['version'] == 'v2.0.0'
+    # Three batches of one host for the backends; the backup and the migrations ran once, on one host.
+    assert deployed.output.count('PLAY [Backends - release, reload and smoke tests, in batches]') == 3
+    backup_task = deployed.output.split('TASK [runbook.deploy.backup : Back up the database with pg_backup]')[1]
+    assert len(re.findall(r'^(?:changed|ok): \[app\d\]', backup_task.split('TASK [')[0], re.M)) == 1
+    assert len(sql(production.stack, production.db, 'SELECT 1 FROM _prisma_migrations')) == 3
+    entry = production.history()[-1]
+    assert entry['status'] == 'succeeded' and entry['approved_by'] == 'Dana' and entry['ticket'] == 'CHG-1', entry
+    assert entry['hosts'] == ['app1', 'app2', 'app3']
+
+
+def test_the_playbooks_run_under_ansible_runner_with_extra_vars(make_env, tmp_path):
+    import ansible_runner
+
+    env = make_env()
+    private = tmp_path / 'runner'
+    private.mkdir()
+    os.environ.update({k: v for k, v in env.env().items() if k.startswith(('RUNBOOK_', 'AWS_', 'ANSIBLE_'))})
+    run = ansible_runner.run(private_data_dir=str(private), playbook=os.path.join(REPO, 'playbooks', 'deploy_staging.yml'),
+                             inventory=env.inventory, extravars=dict(env.extra, runbook_version='v1.0.0'),
+                             quiet=True, envvars={'RUNBOOK_REPO': REPO})
+    assert run.status == 'successful' and run.rc == 0, run.stdout.read()[-6000:]
+    assert env.health()['version'] == 'v1.0.0'
+    assert env.history()[-1]['status'] == 'succeeded'
