@@ -1,0 +1,228 @@
+"""runbook.deploy.metrics_watch against a real local metrics service (tests/servers/metrics_server.py).
+
+The watch runs in the main thread (Ansible needs it); timers change the service's numbers while it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from helpers import REPO, assert_clear_failure, free_port
+
+sys.path.insert(0, os.path.join(REPO, 'tests', 'servers'))
+from metrics_server import MetricsServer  # noqa: E402  pylint: disable=wrong-import-position
+
+MODULE = 'runbook.deploy.metrics_watch'
+TOKEN = 'tok-%s' % uuid.uuid4().hex
+
+
+@pytest.fixture
+def server():
+    srv = MetricsServer().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def watch(run_module, server):
+    def call(check=False, **args):
+        merged = dict(
+            sources=[dict(name='prom', url=server.url + '/metrics'),
+                     dict(name='app', url=server.url + '/metrics.json')],
+            duration=2, interval=0.5, timeout=2)
+        merged.update(args)
+        return run_module(MODULE, check=check, **merged)
+    return call
+
+
+def later(server, seconds, **changes):
+    """Change the service's numbers `seconds` after the watch's first request, from another thread
+    (Ansible takes a second or so to start the module, so a timer started by the test would be early)."""
+    def change():
+        deadline = time.monotonic() + 30
+        while not sum(server.calls.values()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(seconds)
+        server.set(**changes)
+
+    thread = threading.Thread(target=change, daemon=True)
+    thread.start()
+    return thread
+
+
+RUNBOOK_THRESHOLDS = [
+    dict(name='error_rate', source='app', metric='errors.rate', op='<', value=0.05),
+    dict(name='error_ratio', source='prom', metric='http_requests_total{status=~"5.."}', divide_by='http_requests_total',
+         rate=True, op='<', value=0.05),
+    dict(name='p95_latency', source='prom', metric='http_request_duration_seconds', quantile=0.95, rate=True,
+         op='<', value=0.5),
+    dict(name='queue_size', source='prom', metric='app_queue_size', op='max', value=1000),
+]
+
+
+def test_healthy_service_passes_with_numbers(watch, server):
+    result = watch(thresholds=RUNBOOK_THRESHOLDS, health_url=server.url + '/health')
+    assert not result.get('failed'), result
+    assert result['changed'] is False
+    assert result['passed'] is True and result['decision'] == 'keep' and result['breaches'] == []
+    assert result['samples'] == 5  # t = 0, 0.5, 1, 1.5, 2
+    assert 2.0 <= result['duration_s'] < 4
+    th = result['thresholds']
+    assert set(th) == {'error_rate', 'error_ratio', 'p95_latency', 'queue_size', 'health'}
+    assert th['error_rate'] == dict(source='app', metric='errors.rate', op='<', limit=0.05, for_s=0.0, samples=5,
+                                    missing=0, min=0.01, max=0.01, last=0.01, breached=False)
+    # rates need two samples: the first one is missing
+    assert th['error_ratio']['samples'] == 4 and th['error_ratio']['missing'] == 1
+    assert th['error_ratio']['last'] == pytest.approx(0.01, rel=0.05)
+    # every request takes 80 ms: the p95 is interpolated in the (0.05, 0.1] bucket
+    assert th['p95_latency']['last'] == pytest.approx(0.05 + 0.05 * 0.95, rel=0.01)
+    assert th['queue_size']['op'] == '<=' and th['queue_size']['last'] == 12
+    assert th['health']['min'] == 1 and th['health']['samples'] == 5
+    assert result['sources']['prom'] == dict(url=server.url + '/metrics', format='prometheus', reads=5, errors=0,
+                                             last_error=None)
+    assert result['sources']['app']['format'] == 'json'
+    assert server.calls['/metrics'] == 5 and server.calls['/metrics.json'] == 5 and server.calls['/health'] == 5
+
+
+def test_breach_lasting_for_seconds_fails_with_the_numbers(watch, server):
+    later(server, 0.7, error_rate=0.2)
+    result = watch(duration=6, interval=0.5, thresholds=[
+        dict(name='error_rate', source='app', metric='errors.rate', op='<', value=0.05, **{'for': 1.5})])
+    assert_clear_failure(result, 'error_rate', 'errors.rate = 0.2', 'healthy is < 0.05', '(for: 1.5 s)',
+                         "source 'app'", 'rollback recommended')
+    assert result['passed'] is False and result['decision'] == 'rollback'
+    [breach] = result['breaches']
+    assert breach['threshold'] == 'error_rate' and breach['value'] == 0.2 and breach['limit'] == 0.05
+    assert breach['op'] == '<' and breach['ongoing'] is True
+    assert 1.5 <= breach['lasted_s'] < 2.5
+    assert 0.7 <= breach['since_s'] <= 1.6
+    assert breach['since'].endswith('Z') and 'T' in breach['since']
+    # stop_on_breach: the watch ended at the breach, well before duration=6
+    assert result['duration_s'] < 4
+    assert result['thresholds']['error_rate']['max'] == 0.2 and result['thresholds']['error_rate']['min'] == 0.01
+
+
+def test_blip_shorter_than_for_is_not_a_breach(watch, server):
+    later(server, 0.6, error_rate=0.3)
+    later(server, 1.3, error_rate=0.01)
+    result = watch(duration=3, interval=0.5, thresholds=[
+        dict(name='error_rate', source='app', metric='errors.rate', value=0.05, **{'for': 2})])
+    assert not result.get('failed'), result
+    assert result['passed'] is True and result['decision'] == 'keep'
+    assert result['thresholds']['error_rate']['max'] == 0.3  # seen, and reported, but not a breach
+
+
+def test_counter_rate_breach_from_prometheus(watch, server):
+    later(server, 0.4, error_rate=0.5)
+    result = watch(duration=4, interval=0.5, thresholds=[
+        dict(name='error_ratio', source='prom', metric='http_requests_total{status=~"5.."}',
+             divide_by='http_requests_total', rate=True, value=0.05, **{'for': 1})])
+    assert_clear_failure(result, 'error_ratio', 'healthy is < 0.05', 'rollback recommended')
+    assert result['breaches'][0]['value'] == pytest.approx(0.5, rel=0.1)
+
+
+def test_p95_latency_breach(watch, server):
+    later(server, 0.4, latency_ms=900)
+    result = watch(duration=4, interval=0.5, thresholds=[
+        dict(name='p95', source='prom', metric='http_request_duration_seconds', quantile=0.95, rate=True,
+             value=0.5, **{'for': 0.5})])
+    assert_clear_failure(result, 'p95', 'http_request_duration_seconds', 'rollback recommended')
+    # all observations in the (0.5, 1.0] bucket: 0.5 + 0.5 * 0.95
+    assert result['breaches'][0]['value'] == pytest.approx(0.975, rel=0.01)
+
+
+def test_fail_on_breach_false_returns_the_decision(watch, server):
+    server.set(queue_size=1500)
+    result = watch(duration=1, fail_on_breach=False, thresholds=[
+        dict(name='queue', source='app', metric='queue.size', op='max', value=1000)])
+    assert not result.get('failed'), result
+    assert result['passed'] is False and result['decision'] == 'rollback'
+    assert result['breaches'][0]['value'] == 1500 and result['samples'] == 1
+    assert 'rollback recommended' in result['msg']
+
+
+def test_stop_on_breach_false_watches_the_whole_duration(watch, server):
+    server.set(queue_size=1500)
+    later(server, 0.8, queue_size=10)
+    result = watch(duration=2, interval=0.5, stop_on_breach=False, thresholds=[
+        dict(name='queue', source='app', metric='queue.size', op='max', value=1000)])
+    assert result['failed'] and result['samples'] == 5
+    [breach] = result['breaches']
+    assert breach['ongoing'] is False and breach['since_s'] < 0.1
+
+
+def test_health_failing_longer_than_health_fail_for_is_a_breach(watch, server):
+    later(server, 0.3, health_status=503)
+    result = watch(sources=[], thresholds=[], health_url=server.url + '/health', health_fail_for=1, duration=4,
+                   interval=0.5)
+    assert_clear_failure(result, 'health: %s/health failing' % server.url, 'HTTP 503', 'rollback recommended')
+    assert result['breaches'][0]['threshold'] == 'health' and result['breaches'][0]['lasted_s'] >= 1
+
+
+def test_unreachable_source_is_a_missing_sample_but_unreachable_health_fails(run_module, server):
+    closed = 'http://127.0.0.1:%d' % free_port()
+    result = run_module(MODULE, duration=1, interval=0.5, timeout=1,
+                        sources=[dict(name='gone', url=closed + '/metrics')],
+                        thresholds=[dict(name='error_rate', metric='error_rate', value=0.05)])
+    assert not result.get('failed'), result
+    assert result['passed'] is True
+    assert result['thresholds']['error_rate']['samples'] == 0 and result['thresholds']['error_rate']['missing'] == 3
+    assert result['sources']['gone']['errors'] == 3 and 'refused' in result['sources']['gone']['last_error']
+    assert any("source 'gone'" in w and 'never answered' in w for w in result.get('warnings', [])), result
+
+    result = run_module(MODULE, duration=1, interval=0.5, timeout=1, health_url=closed + '/health')
+    assert_clear_failure(result, 'health', 'refused', 'rollback recommended')
+
+
+def test_check_mode_watches_for_real(watch, server):
+    result = watch(check=True, duration=0, thresholds=RUNBOOK_THRESHOLDS[:1])
+    assert not result.get('failed'), result
+    assert result['samples'] == 1 and server.calls['/metrics.json'] == 1
+
+
+def test_wrong_metric_name_fails_at_once_without_a_rollback_decision(watch, server):
+    result = watch(duration=10, thresholds=[dict(name='typo', source='prom', metric='http_request_total', value=1)])
+    assert_clear_failure(result, "threshold 'typo'", "'http_request_total' is not on the prometheus page of source 'prom'",
+                         'missing_metrics=warn')
+    assert result['decision'] == 'unknown' and result['samples'] == 1
+
+    result = watch(duration=0, missing_metrics='warn', thresholds=[
+        dict(name='typo', source='app', metric='errors.ratee', value=1)])
+    assert not result.get('failed'), result
+    assert result['thresholds']['typo']['missing'] == 1
+    assert any("'errors.ratee' is not on the json page" in w for w in result['warnings'])
+
+
+@pytest.mark.parametrize('args,fragments', [
+    (dict(sources=[], thresholds=[]), ['nothing to watch']),
+    (dict(thresholds=[]), ['no thresholds']),
+    (dict(thresholds=[dict(name='x', source='nope', metric='a', value=1)]), ["source 'nope' is not in sources (app, prom)"]),
+    (dict(thresholds=[dict(name='health', metric='a', value=1)]), ["'health' is reserved"]),
+    (dict(thresholds=[dict(name='x', source='prom', metric='a{b="c"', value=1)]), ["threshold 'x'", "missing '}'"]),
+    (dict(thresholds=[dict(name='x', source='app', metric='a', quantile=0.95, value=1)]), ['quantile needs a Prometheus']),
+    (dict(interval=0, thresholds=[dict(name='x', metric='a', value=1)]), ['interval must be more than 0']),
+])
+def test_bad_options_fail_clearly(watch, args, fragments):
+    if args.get('thresholds') and args['thresholds'][0].get('quantile'):
+        args['sources'] = [dict(name='app', url='http://127.0.0.1:1/x', format='json')]
+    result = watch(**args)
+    assert_clear_failure(result, *fragments)
+    assert result['decision'] == 'unknown'
+
+
+def test_tokens_never_appear_in_the_result(watch, server):
+    server.set(error_rate=0.5)
+    result = watch(duration=0, sources=[
+        dict(name='app', url=server.url + '/metrics.json', bearer_token=TOKEN, headers={'X-Api-Key': TOKEN + 'k'})],
+        thresholds=[dict(name='error_rate', metric='errors.rate', value=0.05)])
+    assert result['failed']
+    text = json.dumps(result)
+    assert TOKEN not in text
+    assert result['invocation']['module_args']['sources'][0]['headers'] == {'X-Api-Key': '********'}
