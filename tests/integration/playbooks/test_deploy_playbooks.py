@@ -90,8 +90,8 @@ class Env(object):
                                                         "AND tablename <> '_prisma_migrations' ORDER BY 1")]
         result = {}
         for table in tables:
-            count, digest = sql(self.stack, self.db, 'SELECT count(*), md5(coalesce(string_agg(t::text, \'|\' ORDER BY t::text), \'\')) '
-                                                     'FROM %s t' % table)[0]
+            query = ("SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM %s t" % table)
+            count, digest = sql(self.stack, self.db, query)[0]
             result[table] = (count, digest)
         return result
 
@@ -117,7 +117,6 @@ class Result(object):
 def webhook(tmp_path):
     recorder = WebhookRecorder(str(tmp_path / 'webhook.jsonl'))
     recorder.start()
-    recorder.path = str(tmp_path / 'webhook.jsonl')
     yield recorder
     recorder.stop()
 
