@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Test servers for the preflight molecule scenario (not part of the collection).
 
   servers.py start --pidfile P --log L --http PORT:DIR --https PORT:CERT:KEY [--https ...]
@@ -39,7 +38,7 @@ def serve(args):
 def start(args):
     if os.fork():
         # The caller waits for the pidfile, written once every port listens.
-        for _ in range(100):
+        for dummy in range(100):
             if os.path.exists(args.pidfile):
                 return 0
             time.sleep(0.1)
@@ -57,7 +56,7 @@ def start(args):
     with open(args.pidfile + '.tmp', 'w') as handle:
         handle.write('%d\n' % os.getpid())
     os.rename(args.pidfile + '.tmp', args.pidfile)
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGTERM, lambda *args: os._exit(0))
     while True:
         time.sleep(3600)
 
