@@ -134,7 +134,7 @@ def make_env(stack, webhook):
     made = []
 
     def factory(inventory='local', port=True, name=None):
-        name = name or 'e2e-' + uuid.uuid4().hex[:6]
+        name = name or 'local-e2e-' + uuid.uuid4().hex[:6]
         # A short root: PM2's socket paths must stay under the 108 bytes a unix socket path may have.
         root = tempfile.mkdtemp(prefix='e2e-', dir='/tmp')
         env = Env(stack, inventory, name, root, webhook, port=free_port() if port else None)
