@@ -65,7 +65,10 @@ class Env(object):
     def play(self, playbook, **extra):
         proc = subprocess.run(self.command(playbook, **extra), env=self.env(), capture_output=True, text=True,
                               check=False, timeout=600)
-        return Result(proc.returncode, proc.stdout + proc.stderr)
+        result = Result(proc.returncode, proc.stdout + proc.stderr)
+        # Shown by pytest only when the test fails (captured output): the end of every run, whole.
+        print('==== %s %s: rc=%s\n%s' % (playbook, json.dumps(extra), result.rc, result.output[-8000:]))
+        return result
 
     def history(self):
         path = os.path.join(self.root, 'history', self.name + '.jsonl')
@@ -252,14 +255,14 @@ def test_failed_migration_stops_before_any_app_change_and_rollback_restores(make
     before = env.snapshot()
     source = _sample_copy(tmp_path, failing_migration=True)
 
-    failed = env.play('deploy_staging.yml', runbook_version='v1.1.0', backend_source_dir=source,
-                      migrate_project_path=source)
+    failed = env.play('deploy_staging.yml', runbook_version='v1.1.0', backend_source_dir=source)
     assert failed.rc != 0, failed
     assert 'failed in the database phase' in failed.output and '20261201000000_retitle_cases' in failed.output, failed
     assert 'No app was changed' in failed.output
-    # No app change: v1.1.0 was never built, v1.0.0 serves; the half-applied migration changed data.
+    # No app change: v1.1.0 was built beside v1.0.0 (its migrations ran from it) but v1.0.0 serves;
+    # the half-applied migration changed data.
     assert env.current() == 'v1.0.0'
-    assert not os.path.exists(os.path.join(env.deploy_to(), 'releases', 'v1.1.0'))
+    assert os.path.exists(os.path.join(env.deploy_to(), 'releases', 'v1.1.0', 'RELEASE.json'))
     assert env.health()['version'] == 'v1.0.0'
     assert env.snapshot() != before
     entry = env.history()[-1]
