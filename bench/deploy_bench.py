@@ -12,7 +12,7 @@ side goes first from one round to the next:
       timed until http://127.0.0.1:<port>/health answers v1.0.0 (a thread polls it every 50 ms) and in total.
 
 The playbook's phases come from its history line (<stack dir>/history/<env>.jsonl): check is from the start of
-the ansible-playbook process to the database phase's start; each phase runs until the next one starts (the
+the ansible-playbook process to the first phase's start (build); each phase runs until the next one starts (the
 fractions of a second between plays count to the earlier phase), finish from the last phase's end until the
 process exits. The shell prints when each of its phases starts. Ansible overhead = playbook - by hand.
 Both sides do the fixed waits the local inventory configures (watch window 4 s, 1 s after each of the two rollout
@@ -50,7 +50,7 @@ PM2 = os.path.join(REPO, 'node_modules', '.bin', 'pm2')
 BY_HAND = os.path.join(REPO, 'bench', 'runbook_by_hand.sh')
 INVENTORY = os.path.join(REPO, 'inventories', 'local')
 TARGETS = {'deploy': 90.0, 'rollback': 15.0}
-DEPLOY_PHASES = ['check', 'database', 'backends', 'release', 'finish']
+DEPLOY_PHASES = ['check', 'build', 'database', 'backends', 'release', 'finish']
 ROLLBACK_PHASES = ['check', 'rollback', 'finish']
 
 
@@ -159,7 +159,7 @@ def playbook_step(env, playbook, label, answer_version=None, **extra):
     if entry.get('status') != 'succeeded':
         raise SystemExit('%s: history says %s: %s' % (label, entry.get('status'), entry.get('failure')))
     phases = entry['phases']
-    names = ['database', 'backends', 'release'] if 'database' in phases else ['rollback']
+    names = sorted(phases, key=lambda name: phases[name]['start_epoch'])
     marks = [start] + [phases[name]['start_epoch'] for name in names] + [phases[names[-1]]['end_epoch'], end]
     result = {'check': marks[1] - marks[0]}
     for index, name in enumerate(names):

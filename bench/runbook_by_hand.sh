@@ -4,11 +4,12 @@
 # sample application and the local stack, for the same steps as playbooks/deploy_staging.yml and rollback.yml:
 #
 #   check     pg_isready, psql "SELECT version()", aws sts get-caller-identity, redis-cli ping, df, curl /health
+#   build     copy the source into releases/<version>, link .env, npm run build (beside the running release)
 #   database  (not on a first deploy) auto_sync off in Postgres, poll until no queue item is in processing;
 #             pg_dump -Fc to a file, pg_restore --list, aws s3 cp; prisma migrate status, (first deploy: prisma
 #             migrate resolve --applied <baseline>), prisma migrate deploy, prisma migrate status, psql \d of the
 #             tables, REFRESH MATERIALIZED VIEW CONCURRENTLY + ANALYZE
-#   backends  copy the source into releases/<version>, link .env, npm run build, ln -sfn, pm2 start (first) or
+#   backends  ln -sfn, pm2 start (first) or
 #             pm2 reload ecosystem.config.js --env staging; curl /health until it answers the new version (the
 #             runbook's `sleep 30; curl` without the sleep); smoke curls (/health, /api/cases, /metrics)
 #   release   frontend: copy, npm ci, npm run build, aws s3 sync --delete, aws cloudfront create-invalidation;
@@ -114,6 +115,16 @@ deploy() {
   df -P "$BENCH_ROOT"
   [ -z "$previous" ] || [ "$(health_version)" = "$previous" ]
 
+  mark build
+  local release=$APP/releases/$version
+  { set +x; } 2>/dev/null  # the .env holds the database URL: keep it out of the trace
+  printf 'PORT=%s\nAPI_NAME=%s-api\nWORKER_NAME=%s-worker\nAPP_DIR=%s\nDATABASE_URL=%s\nNODE_PATH=%s\n' \
+    "$BENCH_PORT" "$BENCH_ENV" "$BENCH_ENV" "$APP/current" "$DATABASE_URL" "$NODE_PATH" > "$APP/shared/.env"
+  set -x
+  rm -rf "$release"
+  cp -a "$RUNBOOK_REPO/sample_app/backend/." "$release/"
+  ln -sfn "$APP/shared/.env" "$release/.env"
+  (cd "$release" && APP_VERSION=$version npm run build)
   mark database
   if [ -n "$previous" ]; then
     psql -v ON_ERROR_STOP=1 -c "UPDATE feature_flags SET enabled = false WHERE flag_name = 'auto_sync';"
@@ -124,7 +135,7 @@ deploy() {
   pg_dump -Fc -f "$dump" "$PGDATABASE"
   pg_restore --list "$dump" >/dev/null
   s3_cp "$dump" "$BACKUPS"
-  cd "$RUNBOOK_REPO/sample_app/backend"
+  cd "$release"  # the migrations run from the new release's code (the inventory's migrate_project_path)
   "$PRISMA" migrate status || true  # exits 1 while migrations are pending
   if [ "$(psql -Atc "SELECT to_regclass('_prisma_migrations') IS NULL")" = t ]; then
     "$PRISMA" migrate resolve --applied 20260101000000_create_cases
@@ -135,15 +146,6 @@ deploy() {
   psql -v ON_ERROR_STOP=1 -c 'REFRESH MATERIALIZED VIEW CONCURRENTLY case_status_counts' -c 'ANALYZE'
 
   mark backends
-  local release=$APP/releases/$version
-  { set +x; } 2>/dev/null  # the .env holds the database URL: keep it out of the trace
-  printf 'PORT=%s\nAPI_NAME=%s-api\nWORKER_NAME=%s-worker\nAPP_DIR=%s\nDATABASE_URL=%s\nNODE_PATH=%s\n' \
-    "$BENCH_PORT" "$BENCH_ENV" "$BENCH_ENV" "$APP/current" "$DATABASE_URL" "$NODE_PATH" > "$APP/shared/.env"
-  set -x
-  rm -rf "$release"
-  cp -a "$RUNBOOK_REPO/sample_app/backend/." "$release/"
-  ln -sfn "$APP/shared/.env" "$release/.env"
-  (cd "$release" && APP_VERSION=$version npm run build)
   ln -sfn "$release" "$APP/current"
   cd "$APP/current"
   if [ -z "$previous" ]; then
