@@ -236,7 +236,8 @@ def cleanup(root, envs, keep_logs=None):
                         s3.delete_object(Bucket=bucket, Key=item['Key'])
                 if prefix == '':
                     s3.delete_bucket(Bucket=bucket)
-            except Exception:  # pylint: disable=broad-except  (not created when the round failed early)
+            # The bucket or objects were not created when the round failed early.
+            except Exception:  # pylint: disable=broad-except
                 pass
     shutil.rmtree(root, ignore_errors=True)
 
@@ -316,7 +317,7 @@ def median_results(rounds):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--aws', choices=['auto', 'boto3'], default='auto',
                         help='the shell uses the aws CLI when it runs (auto) or boto3 one-liners (boto3)')
@@ -343,8 +344,8 @@ def main():
         table(median_results(rounds), 'median of %d rounds' % len(rounds))
         print('\neach round, totals (playbook / by hand):')
         for number, results in enumerate(rounds, 1):
-            print('  round %d: %s' % (number, '; '.join('%s %.1f / %.1f' % (t.split(' (')[0], b['total'], h['total'])
-                                                         for t, b, h in results)))
+            totals = ['%s %.1f / %.1f' % (t.split(' (')[0], b['total'], h['total']) for t, b, h in results]
+            print('  round %d: %s' % (number, '; '.join(totals)))
     ones = [float(l.split()[0]) for l in all_loads]
     print('\nload average (1 min) over the run: min %.2f, median %.2f, max %.2f; at the end %s' % (
         min(ones), statistics.median(ones), max(ones), load()))

@@ -153,9 +153,11 @@ def render_all(inventory, names, extra_vars, tmp_path):
     playbook = tmp_path / 'render.yml'
     playbook.write_text(yaml.safe_dump([{
         'name': 'Render', 'hosts': 'app_servers', 'gather_facts': False,
-        'tasks': [{'name': 'Render every variable', 'ansible.builtin.set_fact': {
-            '__rendered': "{{ __names | map('extract', vars) | list }}"}, 'vars': {'__names': sorted(names)}},
-                  {'name': 'Show', 'ansible.builtin.debug': {'msg': '{{ __rendered | length }} rendered'}}]}]))
+        'tasks': [
+            {'name': 'Render every variable',
+             'ansible.builtin.set_fact': {'__rendered': "{{ __names | map('extract', vars) | list }}"},
+             'vars': {'__names': sorted(names)}},
+            {'name': 'Show', 'ansible.builtin.debug': {'msg': '{{ __rendered | length }} rendered'}}]}]))
     extra = tmp_path / 'extra.yml'
     extra.write_text(yaml.safe_dump(extra_vars))
     out = subprocess.run([str(BIN / 'ansible-playbook'), '-i', str(inventory), str(playbook), '-e', f'@{extra}'],

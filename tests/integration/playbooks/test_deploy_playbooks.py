@@ -89,8 +89,9 @@ class Env(object):
 
     def snapshot(self):
         """Row count and an md5 over every row of every table that existed before (the data, not the schema)."""
-        tables = [r[0] for r in sql(self.stack, self.db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                                                        "AND tablename <> '_prisma_migrations' ORDER BY 1")]
+        listing = ("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                   "AND tablename <> '_prisma_migrations' ORDER BY 1")
+        tables = [r[0] for r in sql(self.stack, self.db, listing)]
         result = {}
         for table in tables:
             query = ("SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM %s t" % table)
