@@ -1,0 +1,132 @@
+"""Sanitising, timeline and rendering of the deploy_report callback (plugins/callback/deploy_report.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ansible_collections.runbook.deploy.plugins.callback import deploy_report as report
+
+START = 1790000000.0
+
+
+def _phase(start, end=None, status='ok'):
+    phase = {'start_epoch': START + start, 'status': 'running' if end is None else status}
+    if end is not None:
+        phase.update(end_epoch=START + end, duration_s=round(end - start, 2))
+    return phase
+
+
+PHASES = {'build': _phase(5, 20), 'database': _phase(20.5, 40), 'backends': _phase(41, 60, 'failed'),
+          'rollback': _phase(61, 70)}
+
+
+def _record(**entry):
+    history = dict({'environment': 'staging', 'version': 'v2', 'run_id': 'r1', 'kind': 'deploy', 'status': 'rolled_back',
+                    'previous_version': 'v1', 'running_version': 'v1', 'actor': 'dana', 'approved_by': '',
+                    'hosts': ['app1'], 'started_at': '2026-09-21T12:53:20Z', 'duration_s': 75.0, 'phases': PHASES,
+                    'failure': {'phase': 'backends', 'host': 'app1', 'message': 'app1: cases API failed'},
+                    'backup': {'path': '/b/x.dump', 'size': 10, 'sha256': 'ab', 's3_uri': 's3://b/x.dump'},
+                    'migrations': ['m1']}, **entry)
+    facts = {'runbook_run_id': 'r1', 'runbook_started_epoch': str(START), 'deployment_history_entry': history,
+             'rollback_result': {'backend': {'to': 'v1'}}, 'migrate_result': {'applied': ['m1'], 'tool': 'prisma'}}
+    tasks = [{'host': 'app1', 'play': 'P', 'task': 'Switch release', 'action': 'ansible.builtin.file', 'status': 'ok',
+              'changed': True, 'duration_s': 1.5},
+             {'host': 'app1', 'play': 'P', 'task': 'Look', 'action': 'ansible.builtin.stat', 'status': 'ok',
+              'changed': False, 'duration_s': 0.1}]
+    smoke = [{'host': 'app1', 'phase': 'backends', 'summary': {'total': 4, 'passed': 3, 'failed': 1, 'skipped': 0},
+              'checks': [{'name': 'health', 'passed': True}, {'name': 'cases API', 'passed': False}]},
+             {'host': 'app1', 'phase': 'rollback', 'summary': {'total': 4, 'passed': 4, 'failed': 0, 'skipped': 0},
+              'checks': [{'name': 'health', 'passed': True}, {'name': 'cases API', 'passed': True}]}]
+    return report.build_record(facts, tasks, smoke, {'playbook': 'deploy_staging.yml'})
+
+
+@pytest.mark.parametrize('key', ['password', 'login_password', 'DB_PASSWD', 'api_token', 'Authorization', 'client_secret',
+                                 'notify_webhook_url', 'aws_secret_access_key', 'database_url', 'apiKey', 'private_key'])
+def test_secret_keys_are_dropped(key):
+    assert report.sanitize({key: 'x', 'name': 'kept'}) == {'name': 'kept'}
+
+
+@pytest.mark.parametrize('text,secret', [
+    ('postgresql://app:s3cr3t-pw@db:5432/app', 's3cr3t-pw'),
+    ('https://user:hunter22@example.com/x', 'hunter22'),
+    ('https://hooks.example.com/services/T000/B000/abcdefTOKEN', 'abcdefTOKEN'),
+    ('GET https://api/x?access_token=tok123456&page=2', 'tok123456'),
+    ('header Authorization: Bearer eyJhbGciOi.abc.def', 'eyJhbGciOi.abc.def'),
+    ('slack xoxb-1234-5678-abcdef', 'xoxb-1234-5678-abcdef'),
+    ('key AKIAABCDEFGHIJKLMNOP here', 'AKIAABCDEFGHIJKLMNOP'),
+])
+def test_secret_values_are_scrubbed(text, secret):
+    cleaned = report.sanitize({'message': text, 'list': [text]})
+    assert secret not in json.dumps(cleaned)
+    assert report.REDACTED in cleaned['message']
+
+
+def test_known_secret_values_are_scrubbed_anywhere():
+    secrets = report.secret_values({'RUNBOOK_PG_PASSWORD': 'pg-Pass-99', 'HOME': '/root', 'MY_TOKEN': 'short',
+                                    'API_KEY': '{{ vault_key }}'})
+    assert secrets == {'pg-Pass-99'}
+    cleaned = report.sanitize({'failure': {'message': 'login failed for pg-Pass-99'}}, secrets)
+    assert cleaned == {'failure': {'message': 'login failed for ***'}}
+
+
+def test_ordinary_values_are_kept():
+    value = {'version': 'v1.2.3', 'url': 'http://127.0.0.1:8080/health', 'sha256': 'a' * 64, 'count': 3,
+             'ok': True, 'none': None, 'checks': [{'name': 'token list page', 'passed': True}]}
+    assert report.sanitize(value) == value
+
+
+def test_timeline_is_contiguous_and_adds_up():
+    phases = report.timeline(PHASES, START, 75.0)
+    assert [p['name'] for p in phases] == ['check', 'build', 'database', 'backends', 'rollback', 'finish']
+    assert phases[0] == {'name': 'check', 'start_s': 0.0, 'end_s': 5.0, 'duration_s': 5.0, 'status': 'ok', 'recorded': False}
+    assert phases[-1]['start_s'] == 70.0 and phases[-1]['end_s'] == 75.0
+    gaps = sum(b['start_s'] - a['end_s'] for a, b in zip(phases, phases[1:]))
+    assert sum(p['duration_s'] for p in phases) + gaps == pytest.approx(75.0)
+
+
+def test_an_unclosed_phase_ends_where_the_next_begins():
+    phases = report.timeline({'build': _phase(2, 10), 'database': _phase(10.5)}, START, 30.0)
+    database = [p for p in phases if p['name'] == 'database'][0]
+    assert database['status'] == 'unfinished' and database['end_s'] == 30.0
+
+
+def test_record_fills_in_the_runbook_log():
+    record = _record()
+    assert record['status'] == 'rolled_back' and record['rollback']['taken'] is True
+    assert record['rollback']['why'] == 'app1: cases API failed' and record['rollback']['result'] == {'backend': {'to': 'v1'}}
+    assert record['smoke']['success_rate'] == 75.0 and record['smoke']['hosts']['app1']['failed_checks'] == ['cases API']
+    # The rollback's own smoke test is kept apart from the deployment's.
+    assert record['rollback']['smoke']['success_rate'] == 100.0 and record['rollback']['smoke']['passed'] is True
+    assert record['changed'] == [{'host': 'app1', 'play': 'P', 'task': 'Switch release', 'action': 'ansible.builtin.file'}]
+    items = dict(report.checklist(record))
+    assert items['Total deployment time'] == '1 min 15 s' and items['Smoke test success rate'] == '75.0%'
+    assert items['Rollback required'] == 'yes: app1: cases API failed'
+    json.dumps(record)
+
+
+def test_record_never_carries_a_secret_from_the_facts():
+    record = _record(failure={'phase': 'release', 'host': 'app1',
+                              'message': 'POST https://hooks/services/T1/B2/SECRETXYZ failed; db postgres://u:pw123456@h/d'})
+    text = json.dumps(record)
+    assert 'SECRETXYZ' not in text and 'pw123456' not in text
+
+
+def test_markdown_and_html_show_the_log_and_the_timeline():
+    record = _record()
+    markdown = report.render_markdown(record)
+    assert '| Smoke test success rate | 75.0% |' in markdown
+    assert '| backends | 41.0 | 60.0 | 19.0 s | failed |' in markdown
+    assert '- s3_uri: s3://b/x.dump' in markdown
+    page = report.render_html(record)
+    assert page.startswith('<!DOCTYPE html>') and page.count('class="row"') == 6
+    assert 'bar failed' in page and 'bar rollback' in page and 'bar derived' in page
+    for fragment in ('<script', '<link', 'src=', 'url('):
+        assert fragment not in page
+
+
+def test_html_escapes_what_the_run_says():
+    record = _record(failure={'phase': 'backends', 'host': 'app1', 'message': '<script>alert(1)</script>'})
+    page = report.render_html(record)
+    assert '<script>' not in page and '&lt;script&gt;' in page
