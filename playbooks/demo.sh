@@ -16,6 +16,8 @@ source tests/scripts/env.sh
 # shellcheck disable=SC1091
 source "${RUNBOOK_STACK_DIR:-$repo/.stack}/stack.env"
 export RUNBOOK_REPO="$repo"
+# Every run writes its deployment report (JSON, Markdown, HTML) beside the history: docs/deploy_report.md.
+export ANSIBLE_CALLBACKS_ENABLED=runbook.deploy.deploy_report
 if [[ -t 1 ]]; then export ANSIBLE_FORCE_COLOR=1; fi
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -40,5 +42,5 @@ echo "staging answers after the automatic rollback: $version"
 [[ "$version" == *'"version":"v1.0.0"'* ]]
 
 step "done"
-echo "History: ${RUNBOOK_STACK_DIR:-$repo/.stack}/history/*.jsonl   Apps: http://127.0.0.1:39101/health (staging),"
+echo "History: ${RUNBOOK_STACK_DIR:-$repo/.stack}/history/*.jsonl, reports in history/reports/.   Apps: http://127.0.0.1:39101/health (staging),"
 echo "http://127.0.0.1:39111/health .. 39113 (production). Stop everything with: make stack-stop"
