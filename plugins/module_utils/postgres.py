@@ -242,6 +242,13 @@ def query_all(connection, sql, args=None):
         return cursor.fetchall()
 
 
+def execute(connection, sql, args=None):
+    """Run a statement that returns no rows; return its row count."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, args)
+        return cursor.rowcount
+
+
 def database_exists(connection, dbname):
     return bool(query_all(connection, 'SELECT 1 FROM pg_database WHERE datname = %s', (dbname,)))
 

@@ -105,12 +105,38 @@ def build_url(conn, prisma_only):
 
 
 # -- the migrations folder ----------------------------------------------------------------------
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for block in iter(lambda: handle.read(1024 * 1024), b''):
-            digest.update(block)
-    return digest.hexdigest()
+def checksum(script):
+    """_prisma_migrations.checksum of a script (bytes): its sha256, hex (Prisma's render_checksum)."""
+    return hashlib.sha256(script).hexdigest()
+
+
+def script_checksums(script):
+    """The checksums Prisma accepts for a script: as it is, with CRLF made LF, and with LF made CRLF.
+
+    (schema-connector checksum.rs, script_matches_checksum: git may change the line endings of a checkout.)
+    """
+    return (checksum(script), checksum(script.replace(b'\r\n', b'\n')), checksum(script.replace(b'\n', b'\r\n')))
+
+
+def checksum_matches(checksums, recorded):
+    """Whether a recorded checksum matches one of a script's checksums, as Prisma judges it.
+
+    An old schema engine wrote checksums without zero-padding each byte (prisma-engines#1887); Prisma still
+    accepts those when the recorded string is not 64 characters long.
+    """
+    if not recorded:
+        return False
+    if len(recorded) != 64:
+        return any(unpadded(c) == recorded for c in checksums)
+    return recorded in checksums
+
+
+def unpadded(hex_checksum):
+    """A checksum as the old schema engine wrote it: each byte in hex without its leading zero."""
+    try:
+        return ''.join('%x' % byte for byte in bytearray.fromhex(hex_checksum))
+    except ValueError:
+        return hex_checksum
 
 
 def local_migrations(directory):
@@ -123,8 +149,10 @@ def local_migrations(directory):
         script = os.path.join(directory, name, MIGRATION_FILE)
         if os.path.isfile(script):
             down = os.path.join(directory, name, DOWN_FILE)
-            found.append(dict(name=name, path=os.path.join(directory, name), checksum=sha256_file(script),
-                              down_script=down if os.path.isfile(down) else None))
+            with open(script, 'rb') as handle:
+                checksums = script_checksums(handle.read())
+            found.append(dict(name=name, path=os.path.join(directory, name), checksum=checksums[0],
+                              checksums=checksums, down_script=down if os.path.isfile(down) else None))
     return found
 
 
@@ -207,8 +235,10 @@ def classify(local, rows):
             entry = dict(name=name, started_at=iso(row['started_at']), finished_at=iso(row['finished_at']),
                          duration=duration(row), applied_steps_count=row['applied_steps_count'],
                          checksum=row['checksum'], in_folder=name in local_by_name)
-            entry['checksum_matches'] = (local_by_name[name]['checksum'] == row['checksum']
-                                         if name in local_by_name else None)
+            entry['checksum_matches'] = (
+                checksum_matches(local_by_name[name].get('checksums') or (local_by_name[name]['checksum'],),
+                                 row['checksum'])
+                if name in local_by_name else None)
             applied.append((row['started_at'], name, entry))
         for row in live:
             if row['finished_at'] is None:
@@ -318,10 +348,29 @@ def package_version(executable):
     return None
 
 
-class PrismaCli(object):
+class PrismaEngine(object):
+    """What the module needs of an engine: check(), deploy() -> (rc, output, seconds), resolve_applied(name) and
+    resolve_rolled_back(name) -> method; ``name``, ``label`` (the deploy step in messages) and ``version``."""
+
+    name = None
+    label = None
+    version = None
+
+    def failure(self, step, rc, output, hint=''):
+        parsed = parse_cli_error(output)
+        if not parsed['code'] and not parsed['summary']:
+            return PrismaError('%s failed (%s) without a Prisma error in its output: %s%s' % (
+                step, describe_rc(rc), tail(output, 8).replace('\n', ' / ') or 'no output', hint), output=tail(output))
+        return PrismaError('%s failed (%s): %s%s' % (step, parsed['code'] or describe_rc(rc), parsed['summary'], hint),
+                           code=parsed['code'], migration=parsed['migration'],
+                           database_message=parsed['database_message'], output=tail(output))
+
+
+class PrismaCli(PrismaEngine):
     """The project's own Prisma CLI (engine C(cli)): ``migrate deploy`` and ``migrate resolve``."""
 
     name = 'cli'
+    label = 'prisma migrate deploy'
 
     def __init__(self, module, runner, project_path, executable=None, node_executable=None, schema=None,
                  config=None, url=None, url_env='DATABASE_URL', timeout=None, secrets=()):
@@ -388,15 +437,6 @@ class PrismaCli(object):
             raise PrismaError('%s timed out after %s seconds (timeout); the database may be left as Prisma left it: '
                               'check state=status' % (step, self.timeout), output=tail(output))
         return rc, output, round(time.time() - started, 3)
-
-    def failure(self, step, rc, output, hint=''):
-        parsed = parse_cli_error(output)
-        if not parsed['code'] and not parsed['summary']:
-            return PrismaError('%s failed (%s) without a Prisma error in its output: %s%s' % (
-                step, describe_rc(rc), tail(output, 8).replace('\n', ' / ') or 'no output', hint), output=tail(output))
-        return PrismaError('%s failed (%s): %s%s' % (step, parsed['code'] or describe_rc(rc), parsed['summary'], hint),
-                           code=parsed['code'], migration=parsed['migration'],
-                           database_message=parsed['database_message'], output=tail(output))
 
     def deploy(self):
         """Run migrate deploy; return (rc, output, seconds). Errors are judged by the caller, with the table."""

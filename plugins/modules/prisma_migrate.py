@@ -13,6 +13,8 @@ version_added: 0.1.0
 description:
   - Drives the project's own Prisma CLI (C(node_modules/.bin/prisma) in O(project_path), or O(executable)) to
     apply pending migrations (C(prisma migrate deploy)) and to resolve failed ones (C(prisma migrate resolve)).
+  - Or, with O(engine=native), does the same itself with psycopg2, recording everything in C(_prisma_migrations)
+    exactly as Prisma's schema engine does, for hosts without Node.js, C(node_modules) or Prisma's engines.
   - Reads the state itself from the C(_prisma_migrations) table and the migrations folder, never from the CLI's
     human text alone. A migration is applied when one of its rows has C(finished_at) set and C(rolled_back_at)
     unset, failed when one of its rows has neither, and pending otherwise (no row, or only rolled-back rows).
@@ -22,6 +24,20 @@ description:
   - The database URL reaches Prisma only through its environment (O(url_env)), never its command line, and
     never appears in the results.
 options:
+  engine:
+    description:
+      - What applies and resolves the migrations. Status and the down path (O(state=rolled_back)) are read and run
+        by the module itself with either engine.
+      - V(cli) runs the project's Prisma CLI, the tool the runbooks name. It needs Node.js and the project's
+        C(node_modules).
+      - V(native) needs neither. It reads the migrations folder and C(_prisma_migrations) with psycopg2 and
+        follows Prisma's schema engine step by step, so the real CLI and this engine can take turns on one
+        database (see the notes). Each C(migration.sql) is sent whole, as one query, like Prisma's native engine
+        does, so C(DO $$ ... $$) blocks and function bodies work (Prisma's offline JavaScript engine splits
+        scripts on C(;) and cannot apply them).
+    type: str
+    default: cli
+    choices: [ cli, native ]
   state:
     description:
       - V(status) changes nothing and returns the applied, pending and failed migrations.
@@ -42,7 +58,7 @@ options:
     required: true
   executable:
     description:
-      - The Prisma CLI to run. Defaults to C(node_modules/.bin/prisma) in O(project_path), the version the
+      - With O(engine=cli), the Prisma CLI to run. Defaults to C(node_modules/.bin/prisma) in O(project_path), the version the
         project pins.
     type: path
   node_executable:
@@ -84,6 +100,8 @@ options:
     description:
       - Seconds each Prisma CLI run may take before it is stopped (coreutils C(timeout)), and the longest the
         module waits for Prisma's migration lock. V(0) means no limit.
+      - With O(engine=native) only the wait for the lock is limited; a migration that started runs to its end
+        (stopping a client does not stop the statement on the server).
     type: int
     default: 600
   migration:
@@ -143,6 +161,19 @@ notes:
     by side. If a down script fails, its transaction is rolled back, the migrations rolled back before it stay
     rolled back, and the task fails naming it.
   - O(state=deployed) fails fast, with code P3009, while a migration is failed, as C(prisma migrate deploy) would.
+  - The native engine (O(engine=native)) does what Prisma 6's schema engine does on PostgreSQL. It sets
+    C(search_path) to the schema (creating the schema when missing), holds C(pg_advisory_lock(72707369)) for the
+    whole run, creates C(_prisma_migrations) with Prisma's definition only in a schema without tables (else
+    P3005), refuses while a migration is failed (P3009), and refuses a C(migration_lock.toml) of another provider
+    (P3019). Per pending migration, in folder order, it inserts a row (random UUID, the sha256 of C(migration.sql),
+    C(started_at)), runs the script as one simple query (one implicit transaction unless the script has its own
+    C(BEGIN)/C(COMMIT)), then sets C(applied_steps_count) to 1 and C(finished_at). A failing script leaves the row
+    failed (C(finished_at) empty) with Prisma's P3018 text and the database error in C(logs), and stops the run.
+    O(state=resolved) records what C(prisma migrate resolve) records (P3008, P3011, P3012, P3017 as Prisma).
+  - Checksums are compared as Prisma compares them, so CRLF checkouts and the unpadded checksums of old Prisma
+    versions do not show as edited migrations. Edited migrations (RV(status.modified)) and applied migrations
+    missing from the folder (RV(status.not_in_folder)) are reported and warned about with either engine;
+    like C(prisma migrate deploy), neither stops a deployment.
 seealso:
   - name: Prisma Migrate in production
     description: C(migrate deploy), C(migrate resolve) and the hotfix and roll-back paths.
@@ -161,6 +192,13 @@ EXAMPLES = r'''
     project_path: /srv/app/current
     db_url: "{{ database_url }}"
   register: migrations
+
+- name: Apply the pending migrations on a host without Node.js (the native engine)
+  runbook.deploy.prisma_migrate:
+    state: deployed
+    engine: native
+    project_path: /srv/app/current
+    db_url: "{{ database_url }}"
 
 - name: Apply the pending migrations with the project's own Prisma CLI
   runbook.deploy.prisma_migrate:
@@ -274,8 +312,8 @@ resolved:
       type: str
       sample: rolled_back
     method:
-      description: V(cli) (C(prisma migrate resolve)), V(direct) (recorded in the table, see the notes), or
-        V(check_mode).
+      description: V(cli) (C(prisma migrate resolve)), V(native) (the native engine), V(direct) (recorded in the
+        table, see the notes), or V(check_mode).
       type: str
       sample: cli
 error:
@@ -299,18 +337,25 @@ error:
       description: The last lines of the Prisma CLI's output, when it ran.
       type: str
       sample: "Error: P3009 ..."
+engine:
+  description: The engine that applied or resolved migrations (O(engine)).
+  returned: always
+  type: str
+  sample: native
 migrations_path:
   description: The migrations folder read.
   returned: always
   type: str
   sample: /srv/app/current/prisma/migrations
 prisma_version:
-  description: Version of the Prisma CLI package, from its C(package.json) (null when not found or not needed).
+  description: Version of the Prisma CLI package, from its C(package.json) (null when not found, not needed, or
+    with O(engine=native)).
   returned: always
   type: str
   sample: 6.19.3
 executed_commands:
-  description: The Prisma commands run, in order. They never contain the database URL (it is in their environment).
+  description: The Prisma commands run, in order (none with O(engine=native)). They never contain the database URL
+    (it is in their environment).
   returned: always
   type: list
   elements: str
@@ -325,6 +370,7 @@ from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.runbook.deploy.plugins.module_utils import postgres as pg
 from ansible_collections.runbook.deploy.plugins.module_utils import prisma
+from ansible_collections.runbook.deploy.plugins.module_utils.prisma_native import PrismaNative
 from ansible_collections.runbook.deploy.plugins.module_utils.command import CommandRunner
 
 
@@ -336,7 +382,7 @@ class PrismaMigrate(object):
         self.params = module.params
         self.runner = CommandRunner(module)
         self.result = dict(changed=False, executed_commands=self.runner.executed, migrations_path=None,
-                           prisma_version=None)
+                           prisma_version=None, engine=module.params['engine'])
         self.engine = None
         self.engine_checked = False
 
@@ -358,20 +404,28 @@ class PrismaMigrate(object):
                 raise prisma.PrismaError('%s is only used with state=%s' % (option, ' or state='.join(states)))
         if p['down_scripts'] and state != 'rolled_back':
             raise prisma.PrismaError('down_scripts is only used with state=rolled_back')
+        if p['engine'] == 'native':
+            for option in ('executable', 'node_executable', 'config'):
+                if p[option]:
+                    raise prisma.PrismaError('%s is only used with engine=cli (the native engine runs no Prisma CLI)'
+                                             % option)
         self.conn, prisma_only = prisma.connection_options(p)
         if p['db_schema']:
             prisma_only['schema'] = p['db_schema']
         self.db_schema = prisma_only.get('schema') or 'public'
-        # The engine that applies and resolves migrations: the project's Prisma CLI. It is chosen here so that
-        # another engine with the same methods (deploy, resolve_applied, resolve_rolled_back) can be added.
-        self.engine = prisma.PrismaCli(
-            self.module, self.runner, project, executable=self.path(p['executable']),
-            node_executable=p['node_executable'], schema=self.path(p['schema']), config=self.path(p['config']),
-            url=prisma.build_url(self.conn, prisma_only), url_env=p['url_env'], timeout=p['timeout'] or None,
-            secrets=[self.conn.get('password')])
         self.migrations_path = self.path(p['migrations_path']) or prisma.default_migrations_path(
             project, self.path(p['schema']))
         self.result['migrations_path'] = self.migrations_path
+        # The engine that applies and resolves migrations (deploy, resolve_applied, resolve_rolled_back).
+        if p['engine'] == 'native':
+            self.engine = PrismaNative(self.module, self.conn, self.db_schema, self.migrations_path,
+                                       timeout=p['timeout'] or None)
+        else:
+            self.engine = prisma.PrismaCli(
+                self.module, self.runner, project, executable=self.path(p['executable']),
+                node_executable=p['node_executable'], schema=self.path(p['schema']), config=self.path(p['config']),
+                url=prisma.build_url(self.conn, prisma_only), url_env=p['url_env'], timeout=p['timeout'] or None,
+                secrets=[self.conn.get('password')])
 
     def ready_engine(self):
         if not self.engine_checked:
@@ -445,18 +499,19 @@ class PrismaMigrate(object):
         if failed:
             raise self.deploy_failure(failed[0], output)
         if rc != 0:
-            raise self.engine.failure('prisma migrate deploy', rc, output)
+            raise self.engine.failure(self.engine.label, rc, output)
         if not any(line in output for line in prisma.SUCCESS_LINES):
             raise prisma.PrismaError(
-                'prisma migrate deploy exited 0 but its output does not say the migrations were applied (expected '
-                "'%s'): %s" % (prisma.SUCCESS_LINES[0], prisma.tail(output, 8).replace('\n', ' / ') or 'no output'),
+                '%s exited 0 but its output does not say the migrations were applied (expected '
+                "'%s'): %s" % (self.engine.label, prisma.SUCCESS_LINES[0],
+                               prisma.tail(output, 8).replace('\n', ' / ') or 'no output'),
                 output=prisma.tail(output))
         if after['pending']:
             raise prisma.PrismaError(
-                'prisma migrate deploy succeeded but %s still lists %d pending migration(s) (%s): Prisma read another '
+                '%s succeeded but %s still lists %d pending migration(s) (%s): Prisma read another '
                 'migrations folder or database schema than this module; set schema, migrations_path or db_schema (a '
                 'driver adapter in prisma.config.ts takes the schema from its own options, not from the URL)'
-                % (prisma.MIGRATIONS_TABLE, len(after['pending']), ', '.join(after['pending'][:5])),
+                % (self.engine.label, prisma.MIGRATIONS_TABLE, len(after['pending']), ', '.join(after['pending'][:5])),
                 output=prisma.tail(output))
 
     def deploy_failure(self, failed, output):
@@ -465,11 +520,11 @@ class PrismaMigrate(object):
         db_message = parsed['database_message'] or failed['database_message'] or 'no database message'
         done = [e['name'] for e in self.result['applied']]
         return prisma.PrismaError(
-            "prisma migrate deploy failed: %s: migration '%s' failed to apply: %s. %s The database is left as Prisma "
+            "%s failed: %s: migration '%s' failed to apply: %s. %s The database is left as Prisma "
             'left it: the migration is recorded as failed, and any of its statements that ran stay applied. Fix the '
             'database, then use state=resolved with as=rolled_back (after undoing its partial changes) or as=applied '
             '(after completing it by hand).' % (
-                code, failed['name'], db_message,
+                self.engine.label, code, failed['name'], db_message,
                 ('Applied before it: %s.' % ', '.join(done)) if done else 'Nothing was applied before it.'),
             code=code, migration=failed['name'], database_message=db_message, output=prisma.tail(output))
 
@@ -582,6 +637,7 @@ class PrismaMigrate(object):
 def main():
     argument_spec = pg.postgres_common_argument_spec()
     argument_spec.update(
+        engine=dict(type='str', default='cli', choices=['cli', 'native']),
         state=dict(type='str', default='deployed', choices=['status', 'deployed', 'resolved', 'rolled_back']),
         project_path=dict(type='path', required=True),
         executable=dict(type='path'),
