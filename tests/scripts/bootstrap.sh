@@ -49,4 +49,6 @@ fi
 # @prisma/adapter-pg: map PostgreSQL `name` (oid 19) to text for Prisma's offline JS schema engine
 # (upstream bug prisma/orm#27403). Idempotent; run every time so a node_modules installed before it is patched too.
 .venv/bin/python tests/scripts/prisma_setup.py >/dev/null
+# A large real-world Prisma migration history (LiteLLM's, from PyPI, sha256-pinned) for the native-engine tests.
+.venv/bin/python tests/scripts/prisma_history.py >/dev/null
 log "ready"
