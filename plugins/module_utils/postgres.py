@@ -284,3 +284,91 @@ def terminate_sessions(connection, dbname):
         SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity
         WHERE datname = %s AND pid <> pg_backend_pid()""", (dbname,))
     return [r[0] for r in rows if r[1]]
+
+
+# GUCs whose stored value is already a list in SQL syntax (pg_dumpall's variable_is_guc_list_quote()).
+_LIST_GUCS = ('local_preload_libraries', 'search_path', 'session_preload_libraries', 'shared_preload_libraries',
+              'temp_tablespaces', 'unix_socket_directories')
+
+
+def literal(connection, value):
+    """value as an SQL literal for this connection."""
+    with connection.cursor() as cursor:
+        return cursor.mogrify('%s', (value,)).decode('utf-8')
+
+
+def database_properties(connection, dbname):
+    """pg_database's row for dbname as a dict (columns differ between server versions), plus owner and
+    tablespace names; None when it does not exist."""
+    rows = query_all(connection, """
+        SELECT to_jsonb(d), pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), t.spcname,
+               shobj_description(d.oid, 'pg_database')
+        FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = %s""", (dbname,))
+    if not rows:
+        return None
+    props = dict(rows[0][0])
+    props.update(owner=rows[0][1], encoding_name=rows[0][2], tablespace=rows[0][3], comment=rows[0][4])
+    return props
+
+
+def clone_database_sql(connection, source, target):
+    """(CREATE DATABASE statement, [statements to run after it]) that make ``target`` an empty database like
+    ``source``: owner, encoding, collation and ctype (locale provider and ICU locale where the server has
+    them), tablespace, connection limit, per-database settings (ALTER DATABASE / ALTER ROLE ... IN DATABASE
+    ... SET), database privileges and comment."""
+    props = database_properties(connection, source)
+    if props is None:
+        raise PostgresError("database '%s' does not exist" % source)
+    q = lambda name: quote_ident(connection, name)  # noqa: E731
+    lit = lambda value: literal(connection, value)  # noqa: E731
+    create = ['CREATE DATABASE %s WITH TEMPLATE template0' % q(target), 'OWNER %s' % q(props['owner']),
+              'ENCODING %s' % lit(props['encoding_name']), 'LC_COLLATE %s' % lit(props['datcollate']),
+              'LC_CTYPE %s' % lit(props['datctype']), 'TABLESPACE %s' % q(props['tablespace']),
+              'CONNECTION LIMIT %d' % props['datconnlimit']]
+    provider = props.get('datlocprovider')
+    if provider == 'i':
+        create.append('LOCALE_PROVIDER icu')
+        icu = props.get('daticulocale') or props.get('datlocale')
+        if icu:
+            create.append('ICU_LOCALE %s' % lit(icu))
+    elif provider == 'b':
+        create.append('LOCALE_PROVIDER builtin')
+        if props.get('datlocale'):
+            create.append('BUILTIN_LOCALE %s' % lit(props['datlocale']))
+    after = []
+    for role, config in query_all(connection, """
+            SELECT r.rolname, s.setconfig FROM pg_db_role_setting s
+            JOIN pg_database d ON d.oid = s.setdatabase LEFT JOIN pg_roles r ON r.oid = s.setrole
+            WHERE d.datname = %s ORDER BY 1 NULLS FIRST""", (source,)):
+        for item in config or []:
+            name, dummy, value = item.partition('=')
+            value = value if name.lower() in _LIST_GUCS else lit(value)
+            if role:
+                after.append('ALTER ROLE %s IN DATABASE %s SET %s = %s' % (q(role), q(target), q(name), value))
+            else:
+                after.append('ALTER DATABASE %s SET %s = %s' % (q(target), q(name), value))
+    if props.get('datacl') is not None:
+        after.append('REVOKE ALL ON DATABASE %s FROM PUBLIC' % q(target))
+        for grantee, privilege, grantable in query_all(connection, """
+                SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, a.privilege_type,
+                       a.is_grantable
+                FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s AND a.grantee <> d.datdba""",
+                                                        (source,)):
+            after.append('GRANT %s ON DATABASE %s TO %s%s' % (privilege, q(target), q(grantee) if grantee else 'PUBLIC',
+                                                               ' WITH GRANT OPTION' if grantable else ''))
+    if props.get('comment'):
+        after.append('COMMENT ON DATABASE %s IS %s' % (q(target), lit(props['comment'])))
+    return ' '.join(create), after
+
+
+def rename_databases(connection, renames):
+    """Rename databases [(old, new), ...] in one transaction: all of them or none."""
+    with transaction(connection):
+        with connection.cursor() as cursor:
+            for old, new in renames:
+                cursor.execute('ALTER DATABASE %s RENAME TO %s' % (quote_ident(connection, old), quote_ident(connection, new)))
+
+
+def drop_database(connection, dbname, force=False):
+    with connection.cursor() as cursor:
+        cursor.execute('DROP DATABASE IF EXISTS %s%s' % (quote_ident(connection, dbname), ' WITH (FORCE)' if force else ''))

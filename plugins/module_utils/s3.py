@@ -3,19 +3,18 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """S3 helpers for runbook.deploy: client, uploads that overlap the work producing the file, listing.
 
-``GrowingFileUploader`` uploads a file while another process is still writing it: full parts go up
-as soon as they exist; at the end one sequential read computes the sha256 and checks every uploaded
-part against the final bytes, re-sending any part that changed (pg_dump rewrites the custom-format
-table of contents at the start of the file when it finishes).  The object is assembled under a
-staging key and copied to its final key with the checksum as metadata, so the final key only ever
-holds a complete, checksummed backup.
+``StreamingUpload`` uploads a file while the caller is still appending to it (pg_backup streams
+pg_dump's output into the file): each part goes up, read back from the file, as soon as it is
+complete, straight under the object's final key.  Metadata known at the start travels with
+CreateMultipartUpload; a checksum known only at the end is published by the caller as a sidecar
+object *before* the upload is completed, then as an object tag (``put_tags``), so the final key
+never holds an object whose checksum cannot be found.  ``recorded_checksums`` reads all three back.
 """
 
 from __future__ import annotations
 
-import hashlib
+import concurrent.futures
 import importlib.util
-import os
 import threading
 
 # boto3 takes a third of a second to import: modules load it only when they talk to S3 (s3_client()).
@@ -123,138 +122,106 @@ def choose_part_size(expected_size):
     return size
 
 
-class GrowingFileUploader(object):
-    """Multipart upload of a file that is still being written (see the module docstring)."""
+class StreamingUpload(object):
+    """Multipart upload of a file that the caller is still appending to (see the module docstring).
 
-    def __init__(self, client, bucket, staging_key, path, part_size, extra_args=None, workers=4):
+    The caller reports progress with ``written(total)``; every complete part is uploaded by a pool of
+    ``workers`` threads reading it back from the file (so a slow link never holds up the producer and
+    memory stays bounded).  ``finish(total)`` sends the last part and waits; it returns False when the
+    whole file is smaller than one part and no multipart upload was started (the caller then uses one
+    PutObject).  ``complete()`` publishes the object; ``abort()`` removes every uploaded part.
+    """
+
+    def __init__(self, client, bucket, key, path, part_size, metadata=None, extra_args=None, workers=4):
         self.client = client
         self.bucket = bucket
-        self.key = staging_key
+        self.key = key
         self.path = path
         self.part_size = max(part_size, MIN_PART_SIZE)
+        self.metadata = metadata or {}
         self.extra_args = extra_args or {}
-        self.workers = workers
         self.upload_id = None
-        self.parts = {}  # part number -> (etag, md5 hex of the bytes sent)
+        self.parts = {}  # part number -> ETag
         self.error = None
-        self._done = threading.Event()
+        self.submitted = 0  # bytes handed to the workers
+        self._number = 0
         self._lock = threading.Lock()
-        self._sem = threading.Semaphore(workers)
-        self._threads = []
-        self._follower = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix='s3-part')
+        self._futures = []
 
-    # -- following the file while it grows -------------------------------------------------
-    def start(self):
-        self._follower = threading.Thread(target=self._follow, name='s3-follow')
-        self._follower.daemon = True
-        self._follower.start()
-
-    def _follow(self):
-        # Part 1 waits for the end: it holds the archive header that the writer rewrites last.
-        number = 2
-        while not self._done.is_set() and self.error is None:
-            try:
-                size = os.path.getsize(self.path)
-            except OSError:
-                size = 0
-            end = number * self.part_size
-            # Only send a part once bytes exist beyond it: the writer may still be filling its end.
-            if size > end:
-                self._submit(number, (number - 1) * self.part_size)
-                number += 1
-                continue
-            self._done.wait(0.2)
-
-    def _submit(self, number, offset):
-        self._sem.acquire()
-        thread = threading.Thread(target=self._send, args=(number, offset), name='s3-part-%d' % number)
-        thread.daemon = True
-        with self._lock:
-            self._threads.append(thread)
-        thread.start()
-
-    def _ensure_upload(self):
-        with self._lock:
-            if self.upload_id is None:
-                response = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, **self.extra_args)
-                self.upload_id = response['UploadId']
-            return self.upload_id
-
-    def _send(self, number, offset, data=None):
+    def _create(self):
+        args = dict(self.extra_args)
+        if self.metadata:
+            args['Metadata'] = self.metadata
         try:
-            if data is None:
-                with open(self.path, 'rb') as handle:
-                    handle.seek(offset)
-                    data = handle.read(self.part_size)
-            upload_id = self._ensure_upload()
-            response = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=upload_id,
+            response = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, **args)
+        except Exception as exc:  # pylint: disable=broad-except
+            self.error = explain(exc, 'starting the upload to s3://%s/%s failed' % (self.bucket, self.key))
+            return False
+        self.upload_id = response['UploadId']
+        return True
+
+    def _submit(self, length):
+        if self.upload_id is None and not self._create():
+            return
+        self._number += 1
+        if self._number > MAX_PARTS:
+            self.error = ('s3://%s/%s: more than %d parts of %d bytes; the backup outgrew the part size chosen from '
+                          'the database size' % (self.bucket, self.key, MAX_PARTS, self.part_size))
+            return
+        self._futures.append(self._pool.submit(self._send, self._number, self.submitted, length))
+        self.submitted += length
+
+    def _send(self, number, offset, length):
+        if self.error:
+            return
+        try:
+            with open(self.path, 'rb') as handle:
+                handle.seek(offset)
+                data = handle.read(length)
+            if len(data) != length:
+                raise IOError('%s holds %d bytes at offset %d, expected %d' % (self.path, len(data), offset, length))
+            response = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                                                PartNumber=number, Body=data)
             with self._lock:
-                self.parts[number] = (response['ETag'], hashlib.md5(data).hexdigest())
+                self.parts[number] = response['ETag']
         except Exception as exc:  # pylint: disable=broad-except
-            self.error = explain(exc, 'upload of part %d to s3://%s/%s failed' % (number, self.bucket, self.key))
-        finally:
-            self._sem.release()
+            self.error = self.error or explain(exc, 'upload of part %d to s3://%s/%s failed' % (number, self.bucket, self.key))
 
-    def _join(self):
-        self._done.set()
-        if self._follower:
-            self._follower.join()
-        with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join()
+    def written(self, total):
+        """The file now holds ``total`` bytes: upload every part that is complete."""
+        while self.error is None and total - self.submitted >= self.part_size:
+            self._submit(self.part_size)
 
-    # -- finishing ---------------------------------------------------------------------------
-    def finish(self):
-        """Stop following; read the final file once: return (sha256 hex, size, small).
-
-        Every part whose bytes differ from what was sent is sent again.  ``small`` is the whole
-        content when the file fits in one part (the caller then uses a single PUT instead).
-        """
-        self._join()
+    def finish(self, total):
+        """The file is complete at ``total`` bytes: send what is left, wait; False if no multipart upload is needed."""
+        self.written(total)
+        if self.error is None and self.upload_id is None and total < self.part_size:
+            self._pool.shutdown(wait=True)
+            return False
+        if self.error is None and total > self.submitted:
+            self._submit(total - self.submitted)
+        concurrent.futures.wait(self._futures)
+        self._pool.shutdown(wait=True)
         if self.error:
             raise S3Error(self.error)
-        digest = hashlib.sha256()
-        size = 0
-        number = 0
-        small = None
-        with open(self.path, 'rb') as handle:
-            while True:
-                data = handle.read(self.part_size)
-                if not data:
-                    break
-                number += 1
-                size += len(data)
-                digest.update(data)
-                if number == 1 and len(data) < self.part_size:
-                    small = data
-                    continue
-                sent = self.parts.get(number)
-                if sent is None or sent[1] != hashlib.md5(data).hexdigest():
-                    self._sem.acquire()
-                    self._send(number, None, data)
-                    if self.error:
-                        raise S3Error(self.error)
-        # Parts beyond the final size (impossible unless the file shrank) would corrupt the object.
-        stale = [n for n in self.parts if n > number]
-        if stale:
-            raise S3Error('the file shrank while it was uploaded (parts %s); refusing to complete the upload' % stale)
-        if small is not None and self.upload_id:
-            self.abort()
-        return digest.hexdigest(), size, small
+        return True
 
     def complete(self):
-        parts = [{'PartNumber': n, 'ETag': self.parts[n][0]} for n in sorted(self.parts)]
+        parts = [{'PartNumber': n, 'ETag': self.parts[n]} for n in sorted(self.parts)]
         try:
             self.client.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                                                   MultipartUpload={'Parts': parts})
         except Exception as exc:  # pylint: disable=broad-except
             raise S3Error(explain(exc, 'completing the upload to s3://%s/%s failed' % (self.bucket, self.key)))
+        self.upload_id = None
 
     def abort(self):
-        """Abort the multipart upload (best effort: the caller is already failing)."""
-        self._join()
+        """Stop, and abort the multipart upload so no part is left behind (best effort: the caller is failing)."""
+        self.error = self.error or 'aborted'
+        for future in self._futures:
+            future.cancel()
+        self._pool.shutdown(wait=True)
         if self.upload_id:
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
@@ -265,7 +232,7 @@ class GrowingFileUploader(object):
 
 def put_bytes(client, bucket, key, data, metadata, extra_args):
     try:
-        client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=metadata, **extra_args)
+        client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=metadata or {}, **extra_args)
     except Exception as exc:  # pylint: disable=broad-except
         raise S3Error(explain(exc, 'upload to s3://%s/%s failed' % (bucket, key)))
 
@@ -277,28 +244,6 @@ def upload_file(client, bucket, key, path, metadata, extra_args):
         client.upload_file(path, bucket, key, ExtraArgs=args)
     except Exception as exc:  # pylint: disable=broad-except
         raise S3Error(explain(exc, 'upload of %s to s3://%s/%s failed' % (path, bucket, key)))
-
-
-SINGLE_COPY_LIMIT = 5 * 1024 * MIB
-
-
-def promote(client, bucket, staging_key, final_key, metadata, extra_args, size):
-    """Copy staging_key to final_key with metadata (server side), then delete staging_key.
-
-    One CopyObject request up to S3's 5 GiB limit (the managed multipart copy is several times slower
-    below it), boto3's multipart copy above.
-    """
-    args = dict(extra_args)
-    args.update(Metadata=metadata, MetadataDirective='REPLACE')
-    source = {'Bucket': bucket, 'Key': staging_key}
-    try:
-        if size <= SINGLE_COPY_LIMIT:
-            client.copy_object(Bucket=bucket, Key=final_key, CopySource=source, **args)
-        else:
-            client.copy(source, bucket, final_key, ExtraArgs=args)
-    except Exception as exc:  # pylint: disable=broad-except
-        raise S3Error(explain(exc, 'copying s3://%s/%s to its final key %s failed' % (bucket, staging_key, final_key)))
-    delete_keys(client, bucket, [staging_key])
 
 
 def list_keys(client, bucket, prefix):
@@ -339,3 +284,61 @@ def download(client, bucket, key, path):
         client.download_file(bucket, key, path)
     except Exception as exc:  # pylint: disable=broad-except
         raise S3Error(explain(exc, 'download of s3://%s/%s failed' % (bucket, key)))
+
+
+def put_tags(client, bucket, key, tags):
+    """Set the object's tags (replacing any)."""
+    tag_set = [{'Key': k, 'Value': v} for k, v in sorted(tags.items())]
+    try:
+        client.put_object_tagging(Bucket=bucket, Key=key, Tagging={'TagSet': tag_set})
+    except Exception as exc:  # pylint: disable=broad-except
+        raise S3Error(explain(exc, 'tagging s3://%s/%s failed' % (bucket, key)))
+
+
+def _missing(exc):
+    """Whether a botocore ClientError says the object (or its tag set) does not exist."""
+    response = getattr(exc, 'response', None)
+    if not isinstance(response, dict):
+        return False
+    return response.get('Error', {}).get('Code') in ('NoSuchKey', '404', 'NotFound', 'NoSuchTagSet')
+
+
+def recorded_checksums(client, bucket, key, head_response=None, sidecar_suffix='.sha256'):
+    """Every sha256 recorded for an object: {'metadata': hex, 'tag': hex, 'sidecar': hex}, only those present.
+
+    The sidecar is the ``<key>.sha256`` object in sha256sum format (its first word is the digest).
+    """
+    found = {}
+    response = head_response if head_response is not None else head(client, bucket, key)
+    if response.get('Metadata', {}).get('sha256'):
+        found['metadata'] = response['Metadata']['sha256'].lower()
+    try:
+        tags = client.get_object_tagging(Bucket=bucket, Key=key).get('TagSet', [])
+    except Exception as exc:  # pylint: disable=broad-except
+        if not _missing(exc):
+            raise S3Error(explain(exc, 'reading the tags of s3://%s/%s failed' % (bucket, key)))
+        tags = []
+    for tag in tags:
+        if tag.get('Key') == 'sha256' and tag.get('Value'):
+            found['tag'] = tag['Value'].lower()
+    try:
+        text = client.get_object(Bucket=bucket, Key=key + sidecar_suffix)['Body'].read().decode('utf-8', 'replace')
+    except Exception as exc:  # pylint: disable=broad-except
+        if not _missing(exc):
+            raise S3Error(explain(exc, 'reading s3://%s/%s%s failed' % (bucket, key, sidecar_suffix)))
+        text = ''
+    words = text.split()
+    if words:
+        found['sidecar'] = words[0].lower()
+    return found
+
+
+def exists(client, bucket, key):
+    """Whether the object exists (HeadObject); other errors raise S3Error."""
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+    except Exception as exc:  # pylint: disable=broad-except
+        if _missing(exc):
+            return False
+        raise S3Error(explain(exc, 'reading s3://%s/%s failed' % (bucket, key)))
+    return True

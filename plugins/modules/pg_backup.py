@@ -14,13 +14,29 @@ description:
   - Takes a C(pg_dump) backup into a directory under a temporary name, fsyncs it, verifies it and only
     then gives it its final name, so a failed or killed dump never leaves a file that looks like a backup
     and never touches earlier backups.
-  - Writes a C(sha256sum) sidecar and a JSON manifest beside each backup, optionally uploads it to S3
-    (multipart, overlapping the dump) with the checksum as object metadata, and keeps the newest backups
-    per label locally and in S3.
+  - Single-file formats (V(custom), V(plain), V(tar)) are streamed from C(pg_dump)'s standard output into the
+    file, hashed as they pass (no second read of the archive) and, with O(s3_bucket), uploaded part by part
+    while C(pg_dump) still runs.
+  - Writes a C(sha256sum) sidecar and a JSON manifest beside each backup, optionally uploads it to S3, and
+    keeps the newest backups per label locally and in S3.
+  - "The S3 upload goes straight to the final key, without a staging key or a server-side copy. Metadata known
+    when it starts (db, label, format, created, server and pg_dump versions) is object metadata. The sha256,
+    known only at the end, is written as the C(<key>.sha256) sidecar object I(before) the multipart upload is
+    completed, so the object never exists without a checksum that can be found, then set as the object tag
+    C(sha256) (C(s3:PutObjectTagging)). A backup smaller than one part (16 MiB) is one PutObject after the
+    dump, with the sha256 as real metadata; so are C(directory) backups, uploaded file by file after the dump."
   - With O(max_age), a re-run reuses a verified backup of the same label that is young enough, so retrying
     a failed deployment does not take a second production dump.
   - With O(state=restored), restores a backup (a path, an C(s3://) URI, or the newest of a label) after
     checking its checksum and archive, taking a safety backup of the target first.
+  - A restore with O(clean=true) (or into a database that does not exist) goes into a new database
+    C(<db>__restore_<timestamp>) with the target's owner, encoding, locale, tablespace, connection limit,
+    settings, privileges and comment; only when that restore succeeded and every table the archive has data for
+    is there (with the row counts the backup recorded, for V(verify=restore) backups) does it replace the target,
+    in one transaction (C(ALTER DATABASE <db> RENAME TO <db>__pre_restore_<timestamp>), then the new one to
+    C(<db>)). The replaced database is then dropped, or kept (see O(keep_previous)). A failed restore leaves the
+    target untouched and drops the new database. Objects created since the backup (tables, materialized views
+    over restored tables) are gone, as they would be after C(pg_restore --create).
 options:
   state:
     description:
@@ -99,6 +115,8 @@ options:
       - Reuse a verified backup of this database and label younger than this (V(30m), V(2h), V(1h30m),
         V(1d), or seconds) instead of taking a new one; the task then reports no change unless it had to
         upload the reused backup.
+      - With O(s3_bucket), the reused backup is uploaded again unless S3 holds it with the same recorded sha256
+        (metadata, tag or sidecar).
     type: str
   pg_bin_dir:
     description:
@@ -118,14 +136,28 @@ options:
     type: str
   checksum:
     description:
-      - With O(state=restored), the sha256 the backup must have. Defaults to the recorded one (sidecar
-        file or S3 metadata). A backup without any recorded checksum is refused unless this is V(skip).
+      - With O(state=restored), the sha256 the backup must have. Defaults to the recorded one. Locally, the
+        C(.sha256) sidecar file. In S3, the object's C(sha256) metadata, else its C(sha256) tag, else its
+        C(<key>.sha256) sidecar object; when these disagree the restore is refused unless this option is given.
+        A backup without any recorded checksum is refused unless this is V(skip).
     type: str
   clean:
     description:
-      - With O(state=restored), drop database objects before recreating them (C(pg_restore --clean --if-exists)).
+      - With O(state=restored), make the target exactly what the backup holds. The backup is restored into a
+        new database that then replaces the target (see the description). This needs the C(CREATEDB)
+        privilege and membership in the target's owner role (or a superuser); with other sessions connected
+        it needs O(terminate_sessions).
+      - Without it, the archive is restored into the existing database as it is (in one transaction with
+        O(jobs=1)); that fails when the database already has the archive's objects.
     type: bool
     default: false
+  keep_previous:
+    description:
+      - With O(state=restored) and O(clean=true), keep the database the restore replaced, renamed
+        C(<db>__pre_restore_<timestamp>) (returned as RV(restore.previous_db)), instead of dropping it.
+      - By default it is dropped when O(safety_backup=true) (the safety backup holds what it had) and kept
+        when O(safety_backup=false), so a restore never destroys data that was not backed up unless asked to.
+    type: bool
   no_owner:
     description:
       - With O(state=restored) and O(verify=restore), do not restore object ownership and privileges
@@ -163,11 +195,17 @@ attributes:
 notes:
   - O(state=restored) always reports a change when it restores, because a restore is an action, like
     M(ansible.builtin.command). Guard it with C(when) in playbooks.
-  - With O(jobs) greater than 1 a restore cannot run in a single transaction, so a failure halfway can leave
-    the target half-restored; the safety backup taken before it is the way back. With O(jobs=1) the whole
-    restore is one transaction and a failure leaves the target as it was.
+  - With O(clean=true) a failed restore never touches the target. Without it, O(jobs) greater than 1 cannot run in
+    a single transaction, so a failure halfway can leave the target half-restored (the safety backup taken before
+    it is the way back); with O(jobs=1) the whole restore is one transaction and a failure leaves the target as it
+    was.
+  - A custom-format archive streamed from C(pg_dump)'s standard output has no data offsets in its table of
+    contents; C(pg_restore --list) reads it whole, and C(pg_restore --jobs) finds the data by scanning (checked
+    with PostgreSQL 15).
   - Directory-format backups are uploaded file by file under C(<prefix>/<name>/) after the dump; single-file
-    formats are uploaded while C(pg_dump) writes them.
+    formats are uploaded while C(pg_dump) writes them. Uploading needs C(s3:PutObject), C(s3:PutObjectTagging)
+    and C(s3:AbortMultipartUpload); restoring and reusing need C(s3:GetObject) and C(s3:GetObjectTagging). If
+    tagging is denied the task warns and the checksum stays in the sidecar object.
   - Passwords reach C(pg_dump), C(pg_restore) and C(psql) through a private 0600 passfile (C(PGPASSFILE)), never
     through their command line.
   - If the module is killed, a hidden C(.partial.*) file may stay in O(dest); the next run removes it. An
@@ -208,7 +246,7 @@ EXAMPLES = r'''
     jobs: 4
     verify: restore
 
-- name: Restore the backup taken before this deployment, terminating the app's sessions
+- name: Make the database exactly the backup taken before this deployment, terminating the app's sessions
   runbook.deploy.pg_backup:
     state: restored
     db_url: "{{ database_url }}"
@@ -280,11 +318,12 @@ backup:
       sample: 38.4
     timings:
       description:
-        - Seconds per phase after the dump started. C(dump) includes S3 parts uploaded while pg_dump wrote;
-          C(checksum) is the sha256 pass (which also re-sends any S3 part the dump rewrote); C(upload_finish)
-          completes the upload and gives the object its final key and metadata.
+        - Seconds per phase after the dump started. C(dump) includes hashing and the S3 parts uploaded while
+          pg_dump wrote; C(checksum) is the sha256 pass of a V(directory) backup (single-file formats are hashed
+          while streamed); C(upload_wait) waits for parts still going up; C(upload_finish) writes the sidecar
+          object, completes the upload and tags it (or uploads a small or V(directory) backup).
       type: dict
-      sample: {"dump": 38.4, "checksum": 0.8, "verify": 0.2, "upload_finish": 1.9}
+      sample: {"dump": 38.4, "verify": 0.2, "upload_wait": 0.1, "upload_finish": 1.9}
     reused:
       description: Whether an existing backup younger than O(max_age) was reused.
       type: bool
@@ -359,6 +398,24 @@ restore:
       description: Rows per table of the target after the restore.
       type: dict
       sample: {"public.users": 1200}
+    method:
+      description:
+        - V(swap) restored into a new database that replaced (or became) the target; V(in_place) restored into
+          the existing database (O(clean=false)).
+      type: str
+      sample: swap
+    scratch_db:
+      description: The database restored into before it took the target's name (V(swap) only), else null.
+      type: str
+      sample: app__restore_20261122t140000z
+    previous_db:
+      description: The replaced database, when kept (O(keep_previous)), else null.
+      type: str
+      sample: app__pre_restore_20261122t140000z
+    previous_db_dropped:
+      description: Whether the replaced database was dropped.
+      type: bool
+      sample: true
     duration:
       description: Seconds the restore took.
       type: float
@@ -374,13 +431,16 @@ executed_commands:
   returned: always
   type: list
   elements: str
-  sample: ["/usr/bin/pg_dump --format=custom --file=/var/backups/postgres/.partial.app.x.dump --no-password"]
+  sample: ["/usr/bin/pg_dump --format=custom --no-password"]
 '''
 
 import contextlib
 import datetime
+import fcntl
+import hashlib
 import os
 import re
+import subprocess
 import time
 import traceback
 
@@ -395,6 +455,8 @@ from ansible_collections.runbook.deploy.plugins.module_utils.command import (
 
 PLAIN_TRAILER = b'-- PostgreSQL database dump complete'
 PLAIN_CREATE_PUBLIC = b'\nCREATE SCHEMA public;\n'
+READ_SIZE = 1024 * 1024
+PIPE_SIZE = 1024 * 1024
 SYSTEM_PG_DIRS = ('/usr/lib/postgresql/%d/bin', '/usr/pgsql-%d/bin')
 # What the safety backup before a restore is, whatever the task asked of its own backups.
 SAFETY_BACKUP_OPTIONS = dict(format='custom', verify='list', keep=0, max_age=None, compress=None, schemas=[],
@@ -407,6 +469,12 @@ class BackupError(Exception):
 
 def utcnow():
     return datetime.datetime.now(datetime.timezone.utc)
+
+
+def derived_name(base, suffix):
+    """base + suffix within PostgreSQL's 63-byte identifiers (base is shortened)."""
+    room = 63 - len(suffix.encode('utf-8'))
+    return base.encode('utf-8')[:room].decode('utf-8', 'ignore') + suffix
 
 
 class Tools(object):
@@ -579,19 +647,35 @@ class PgBackup(object):
         manifest = dict(info['manifest'])
         manifest.update(reused=True, duration=0.0, path=info['path'])
         changed = False
-        if self.params['s3_bucket'] and manifest.get('s3_uri') != self.s3_uri(info['name']):
+        if self.params['s3_bucket'] and not self.uploaded(info['name'], manifest):
             changed = True
             if not self.module.check_mode:
                 manifest['s3_uri'] = self.upload_finished(info['path'], manifest)
                 catalog.write_manifest(info['path'], dict(manifest, reused=False))
         return changed, manifest
 
+    def uploaded(self, name, manifest):
+        """Whether the backup is in S3 under this task's bucket and prefix with its recorded checksum."""
+        if manifest.get('s3_uri') != self.s3_uri(name):
+            return False
+        if manifest.get('format') == 'directory':
+            return True  # uploaded file by file after the dump, each with the checksum as metadata
+        key = s3.join_key(self.params['s3_prefix'], name)
+        if not s3.exists(self.s3, self.params['s3_bucket'], key):
+            return False
+        found = s3.recorded_checksums(self.s3, self.params['s3_bucket'], key)
+        return bool(found) and set(found.values()) == {manifest['sha256']}
+
     def s3_uri(self, name):
         return 's3://%s/%s' % (self.params['s3_bucket'], s3.join_key(self.params['s3_prefix'], name))
 
     def dump_argv(self, target, snapshot=None):
+        """pg_dump's command line; target None writes the archive to stdout."""
         p = self.params
-        argv = [self.tools.path('pg_dump'), '--format=%s' % p['format'], '--file=%s' % target, '--no-password']
+        argv = [self.tools.path('pg_dump'), '--format=%s' % p['format']]
+        if target:
+            argv.append('--file=%s' % target)
+        argv.append('--no-password')
         if p['format'] == 'directory' and p['jobs'] > 1:
             argv.append('--jobs=%d' % p['jobs'])
         if p['compress'] is not None:
@@ -603,6 +687,11 @@ class PgBackup(object):
             argv.extend('%s=%s' % (option, value) for value in values)
         return argv
 
+    def upload_metadata(self, name, dbname, label, created):
+        """Object metadata known before the dump starts (the sha256 comes at the end, as sidecar and tag)."""
+        return {'db': dbname, 'label': label, 'format': self.params['format'], 'created': created.isoformat(),
+                'name': name, 'server-version': '%d.%d' % self.server_version, 'pg-dump-version': str(self.tools.dump_major)}
+
     def dump(self, dbname, label, existing):
         p = self.params
         dest = p['dest']
@@ -613,6 +702,7 @@ class PgBackup(object):
         final = os.path.join(dest, name)
         partial = catalog.partial_path(dest, name)
         env = dict(self.env, PGDATABASE=dbname)
+        streamed = p['format'] != 'directory'
         snapshot_conn = None
         uploader = None
         upload_error = None
@@ -623,35 +713,43 @@ class PgBackup(object):
                 snapshot_conn = pg.connect(self.conn, dbname=dbname, autocommit=False)
                 snapshot_conn.set_session(isolation_level='REPEATABLE READ', readonly=True)
                 snapshot = pg.query_all(snapshot_conn, 'SELECT pg_export_snapshot()')[0][0]
-            if p['s3_bucket'] and p['format'] != 'directory':
-                uploader = s3.GrowingFileUploader(
-                    self.s3, p['s3_bucket'], s3.join_key(p['s3_prefix'], catalog.PARTIAL_PREFIX + name), partial,
-                    s3.choose_part_size(self.database_size(dbname)), s3.write_args(p))
-                uploader.start()
+            if p['s3_bucket'] and streamed:
+                uploader = s3.StreamingUpload(
+                    self.s3, p['s3_bucket'], s3.join_key(p['s3_prefix'], name), partial,
+                    s3.choose_part_size(self.database_size(dbname)),
+                    self.upload_metadata(name, dbname, label, created), s3.write_args(p))
             dump_started = time.time()
-            rc, out, err = self.runner.run(self.dump_argv(partial, snapshot), env=env)
-            dump_duration = time.time() - dump_started
-            if rc != 0:
-                raise BackupError(self.explain_dump_failure(rc, err or out, dest))
-            catalog.fsync_path(partial)
+            timings = {}
+            if streamed:
+                sha256, size = self.stream_dump(self.dump_argv(None, snapshot), env, partial, uploader, dest)
+                checksum_text = '%s  %s\n' % (sha256, name)
+                dump_duration = time.time() - dump_started
+                timings['dump'] = round(dump_duration, 3)
+            else:
+                rc, out, err = self.runner.run(self.dump_argv(partial, snapshot), env=env)
+                dump_duration = time.time() - dump_started
+                if rc != 0:
+                    raise BackupError(self.explain_dump_failure(rc, err or out, dest))
+                catalog.fsync_path(partial)
+                timings['dump'] = round(dump_duration, 3)
+                mark = time.time()
+                checksum_text, sha256 = catalog.checksum_lines(partial, p['format'], name)
+                size = catalog.backup_size(partial)
+                timings['checksum'] = round(time.time() - mark, 3)
             mark = time.time()
-            timings = dict(dump=round(dump_duration, 3))
+            verification = self.verify(partial, p['format'], p['verify'], dbname, snapshot_conn)
+            timings['verify'] = round(time.time() - mark, 3)
             if uploader:
+                # Parts may still be going up (a link slower than pg_dump): wait for them now.
+                mark = time.time()
                 try:
-                    sha256, size, small = uploader.finish()
-                    checksum_text = '%s  %s\n' % (sha256, name)
+                    multipart = uploader.finish(size)
                 except s3.S3Error as exc:
                     # The upload failed, the dump did not: keep going and keep the local backup.
                     upload_error = exc
                     uploader.abort()
                     uploader = None
-            if not uploader:
-                checksum_text, sha256 = catalog.checksum_lines(partial, p['format'], name)
-                size, small = catalog.backup_size(partial), None
-            timings['checksum'] = round(time.time() - mark, 3)
-            mark = time.time()
-            verification = self.verify(partial, p['format'], p['verify'], dbname, snapshot_conn)
-            timings['verify'] = round(time.time() - mark, 3)
+                timings['upload_wait'] = round(time.time() - mark, 3)
             os.rename(partial, final)
             catalog.fsync_dir(dest)
         except Exception:
@@ -676,15 +774,66 @@ class PgBackup(object):
             mark = time.time()
             try:
                 if uploader:
-                    manifest['s3_uri'] = self.finish_streamed_upload(uploader, name, small, manifest)
+                    manifest['s3_uri'] = self.finish_streamed_upload(uploader, multipart, manifest)
                 else:
                     manifest['s3_uri'] = self.upload_finished(final, manifest)
             except s3.S3Error as exc:
+                if uploader:
+                    uploader.abort()
                 raise BackupError('%s; the verified local backup is kept at %s' % (exc, final))
             timings['upload_finish'] = round(time.time() - mark, 3)
             catalog.write_manifest(final, manifest)
         manifest['duration'] = round(time.time() - started, 3)
         return manifest
+
+    def stream_dump(self, argv, env, partial, uploader, dest):
+        """Run pg_dump writing to stdout; copy its output into partial, hashing it and feeding the S3 upload
+        as it comes (no second read of the archive); fsync.  Return (sha256 hex, size)."""
+        self.runner.record(argv)
+        full_env = dict(os.environ)
+        full_env.update(env, LC_MESSAGES='C')
+        errors = os.path.join(self.workspace.path, 'pg_dump.stderr')
+        digest = hashlib.sha256()
+        size = 0
+        with open(errors, 'wb') as stderr:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=stderr, env=full_env, close_fds=True)
+            except OSError as exc:
+                os.close(fd)
+                raise BackupError('cannot run %s: %s' % (argv[0], exc))
+            write_error = None
+            try:
+                pipe = proc.stdout.fileno()
+                with contextlib.suppress(OSError, AttributeError):
+                    fcntl.fcntl(pipe, getattr(fcntl, 'F_SETPIPE_SZ', 1031), PIPE_SIZE)
+                while True:
+                    data = os.read(pipe, READ_SIZE)
+                    if not data:
+                        break
+                    digest.update(data)
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    size += len(data)
+                    if uploader:
+                        uploader.written(size)
+                os.fsync(fd)
+            except OSError as exc:
+                write_error = exc
+                proc.kill()
+            finally:
+                os.close(fd)
+                proc.stdout.close()
+                rc = proc.wait()
+        with open(errors, 'rb') as handle:
+            text = handle.read().decode('utf-8', 'replace')
+        if write_error is not None:
+            raise BackupError(self.explain_dump_failure(rc, '%s: %s' % (partial, write_error.strerror), dest))
+        if rc != 0:
+            raise BackupError(self.explain_dump_failure(rc, text, dest))
+        return digest.hexdigest(), size
 
     def database_size(self, dbname):
         connection = pg.connect(self.conn, dbname=dbname)
@@ -845,17 +994,35 @@ class PgBackup(object):
         return {'sha256': manifest['sha256'], 'db': manifest['db'], 'label': manifest['label'],
                 'format': manifest['format'], 'created': str(manifest['created'])}
 
-    def finish_streamed_upload(self, uploader, name, small, manifest):
+    def finish_streamed_upload(self, uploader, multipart, manifest):
+        """Publish a streamed upload: the .sha256 sidecar first, then the object, then its sha256 tag.
+
+        The final key never holds an object whose checksum cannot be found: the sidecar exists before
+        CompleteMultipartUpload makes the object visible.  A backup smaller than one part is one PutObject
+        with the sha256 as real metadata.
+        """
         p = self.params
-        key = s3.join_key(p['s3_prefix'], name)
-        metadata = self.object_metadata(manifest)
+        key = uploader.key
         extra = s3.write_args(p)
-        if small is not None:
-            s3.put_bytes(self.s3, p['s3_bucket'], key, small, metadata, extra)
+        self.upload_sidecar(manifest['path'], key, '.sha256')
+        if multipart:
+            try:
+                uploader.complete()
+            except s3.S3Error:
+                uploader.abort()
+                with contextlib.suppress(s3.S3Error):
+                    s3.delete_keys(self.s3, p['s3_bucket'], [key + '.sha256'])
+                raise
+            try:
+                s3.put_tags(self.s3, p['s3_bucket'], key, {'sha256': manifest['sha256']})
+            except s3.S3Error as exc:
+                self.module.warn('%s; the checksum is still recorded in s3://%s/%s.sha256' % (exc, p['s3_bucket'], key))
         else:
-            uploader.complete()
-            s3.promote(self.s3, p['s3_bucket'], uploader.key, key, metadata, extra, manifest['size'])
-        self.upload_sidecars(manifest['path'], key)
+            with open(manifest['path'], 'rb') as handle:
+                data = handle.read()
+            metadata = dict(uploader.metadata, sha256=manifest['sha256'])
+            s3.put_bytes(self.s3, p['s3_bucket'], key, data, metadata, extra)
+        self.upload_sidecar(manifest['path'], key, '.json')
         return 's3://%s/%s' % (p['s3_bucket'], key)
 
     def upload_finished(self, path, manifest):
@@ -865,18 +1032,30 @@ class PgBackup(object):
         key = s3.join_key(p['s3_prefix'], name)
         metadata = self.object_metadata(manifest)
         extra = s3.write_args(p)
+        self.upload_sidecar(path, key, '.sha256')
         if os.path.isdir(path):
             for entry in sorted(os.listdir(path)):
                 s3.upload_file(self.s3, p['s3_bucket'], '%s/%s' % (key, entry), os.path.join(path, entry), metadata, extra)
         else:
             s3.upload_file(self.s3, p['s3_bucket'], key, path, metadata, extra)
-        self.upload_sidecars(path, key)
+        self.upload_sidecar(path, key, '.json')
         return 's3://%s/%s' % (p['s3_bucket'], key)
 
-    def upload_sidecars(self, path, key):
+    def upload_sidecar(self, path, key, suffix):
         p = self.params
-        for suffix in ('.sha256', '.json'):
-            s3.upload_file(self.s3, p['s3_bucket'], key + suffix, path + suffix, {}, s3.write_args(p))
+        s3.upload_file(self.s3, p['s3_bucket'], key + suffix, path + suffix, {}, s3.write_args(p))
+
+    def remote_checksum(self, bucket, key, uri, head=None):
+        """The sha256 recorded for an S3 archive: metadata, else tag, else sidecar; refuse when they disagree."""
+        found = s3.recorded_checksums(self.s3, bucket, key, head)
+        if len(set(found.values())) > 1 and not self.params['checksum']:
+            raise BackupError('refusing to restore %s: its recorded checksums disagree (%s); one of them was altered. '
+                              'Pass checksum=<sha256> if you know the right one'
+                              % (uri, ', '.join('%s %s' % (k, v) for k, v in sorted(found.items()))))
+        for source in ('metadata', 'tag', 'sidecar'):
+            if source in found:
+                return found[source]
+        return None
 
     # -- retention -------------------------------------------------------------------------
     def apply_retention(self, dbname, label, keep_name, planned=False):
@@ -908,46 +1087,56 @@ class PgBackup(object):
         target = self.conn['dbname']
         started = time.time()
         source_path, fmt, expected, source_uri = self.resolve_source()
-        checksum_verified = self.check_source(source_path, fmt, expected)
+        checksum_verified, data_tables, creates_public = self.check_source(source_path, fmt, expected)
         admin = pg.connect(self.conn, dbname=p['maintenance_db'])
         try:
             exists = pg.database_exists(admin, target)
             sessions = pg.other_sessions(admin, target) if exists else []
             if sessions and not p['terminate_sessions']:
-                raise BackupError(
-                    "%d other session(s) are connected to database '%s' (%s); stop the applications using it or set "
-                    "terminate_sessions=true" % (len(sessions), target, '; '.join(
-                        'pid %(pid)s user %(user)s app %(application_name)s from %(client)s %(state)s' % s
-                        for s in sessions[:10])))
+                raise BackupError(self.sessions_message(target, sessions))
         finally:
             admin.close()
+        # A clean restore (or one into a new database) goes into a scratch database that replaces the target
+        # only once it is complete: pg_restore --clean cannot drop a table that an object created after the
+        # backup depends on (a materialized view), and it keeps whatever the archive does not hold.
+        swap = p['clean'] or not exists
         restored = dict(path=source_path, name=os.path.basename((source_path or source_uri).rstrip('/')),
                         format=fmt, sha256=expected)
         result = dict(target_db=target, source=source_uri, checksum_verified=checksum_verified,
                       created_database=not exists, terminated_sessions=[], safety_backup=None,
-                      single_transaction=p['jobs'] == 1)
+                      single_transaction=p['jobs'] == 1, method='swap' if swap else 'in_place', scratch_db=None,
+                      previous_db=None, previous_db_dropped=False)
         if exists and p['safety_backup'] and self.has_tables(target):
             with self.options(**SAFETY_BACKUP_OPTIONS):
                 if self.module.check_mode:
                     result['safety_backup'] = self.planned(target, 'pre_restore')
                 else:
                     dummy, result['safety_backup'] = self.backup(target, 'pre_restore', allow_reuse=False)
+        # Lower case, so the names work unquoted in psql.
+        stamp = utcnow().strftime(catalog.TIMESTAMP_FORMAT).lower()
+        scratch = derived_name(target, '__restore_' + stamp)
+        previous = derived_name(target, '__pre_restore_' + stamp)
         if self.module.check_mode:
+            if swap:
+                result['scratch_db'] = scratch
+                if exists and self.keep_previous():
+                    result['previous_db'] = previous
             return result, restored
-        if p['jobs'] > 1:
-            self.module.warn('jobs > 1: the restore cannot run in one transaction; if it fails halfway, restore the '
-                             'safety backup')
-        admin = pg.connect(self.conn, dbname=p['maintenance_db'])
-        try:
-            if p['terminate_sessions'] and exists:
-                result['terminated_sessions'] = pg.terminate_sessions(admin, target)
-            if not exists:
-                with admin.cursor() as cursor:
-                    cursor.execute('CREATE DATABASE %s' % pg.quote_ident(admin, target))
-        finally:
-            admin.close()
-        self.restore_into(source_path, fmt, target, clean=p['clean'], single_transaction=p['jobs'] == 1,
-                          jobs=p['jobs'], no_owner=p['no_owner'])
+        if swap:
+            self.restore_by_swap(source_path, fmt, target, exists, scratch, previous, result, expected,
+                                 data_tables, creates_public)
+        else:
+            if p['jobs'] > 1:
+                self.module.warn('jobs > 1: the restore cannot run in one transaction; if it fails halfway, restore the '
+                                 'safety backup (or use clean=true, which restores into a new database first)')
+            if p['terminate_sessions']:
+                admin = pg.connect(self.conn, dbname=p['maintenance_db'])
+                try:
+                    result['terminated_sessions'] = pg.terminate_sessions(admin, target)
+                finally:
+                    admin.close()
+            self.restore_into(source_path, fmt, target, clean=False, single_transaction=p['jobs'] == 1,
+                              jobs=p['jobs'], no_owner=p['no_owner'])
         connection = pg.connect(self.conn, dbname=target)
         try:
             result['row_counts'] = pg.row_counts(connection, pg.user_tables(connection))
@@ -955,6 +1144,110 @@ class PgBackup(object):
             connection.close()
         result['duration'] = round(time.time() - started, 3)
         return result, restored
+
+    def keep_previous(self):
+        """Keep the replaced database? By default only when no safety backup was asked for."""
+        if self.params['keep_previous'] is not None:
+            return self.params['keep_previous']
+        return not self.params['safety_backup']
+
+    @staticmethod
+    def sessions_message(target, sessions, when=''):
+        return ("%d other session(s) are connected to database '%s'%s (%s); stop the applications using it or set "
+                "terminate_sessions=true" % (len(sessions), target, when, '; '.join(
+                    'pid %(pid)s user %(user)s app %(application_name)s from %(client)s %(state)s' % s
+                    for s in sessions[:10])))
+
+    def restore_by_swap(self, path, fmt, target, exists, scratch, previous, result, expected, data_tables,
+                        creates_public):
+        """Restore into a new database like the target, check it, then swap it in under the target's name."""
+        p = self.params
+        admin = pg.connect(self.conn, dbname=p['maintenance_db'])
+        swapped = False
+        try:
+            try:
+                if exists:
+                    create, after = pg.clone_database_sql(admin, target, scratch)
+                else:
+                    create, after = 'CREATE DATABASE %s' % pg.quote_ident(admin, scratch), []
+                with admin.cursor() as cursor:
+                    cursor.execute(create)
+                    result['scratch_db'] = scratch
+                    for statement in after:
+                        cursor.execute(statement)
+            except pg.psycopg2.Error as exc:
+                raise BackupError('cannot create the database %s to restore into: %s (the user needs CREATEDB, and '
+                                  "membership in the target's owner role)" % (scratch, str(exc).strip()))
+            self.fill_scratch(path, fmt, scratch, expected, data_tables, creates_public)
+            if exists:
+                self.swap_in(admin, target, scratch, previous, result)
+            else:
+                pg.rename_databases(admin, [(scratch, target)])
+            swapped = True
+        finally:
+            if not swapped and result['scratch_db']:
+                with contextlib.suppress(pg.psycopg2.Error):
+                    pg.drop_database(admin, scratch, force=True)
+                result['scratch_db'] = None
+            if swapped and exists:
+                try:
+                    if self.keep_previous():
+                        result['previous_db'] = previous
+                    else:
+                        pg.drop_database(admin, previous, force=True)
+                        result['previous_db_dropped'] = True
+                except pg.psycopg2.Error as exc:
+                    result['previous_db'] = previous
+                    self.module.warn('the restore succeeded but the replaced database %s could not be dropped: %s'
+                                     % (previous, str(exc).strip()))
+            admin.close()
+
+    def fill_scratch(self, path, fmt, scratch, expected, data_tables, creates_public):
+        """pg_restore into the scratch database; every table the archive has data for must be there, with the
+        row counts its manifest recorded (verify=restore backups)."""
+        p = self.params
+        connection = pg.connect(self.conn, dbname=scratch)
+        try:
+            if creates_public:
+                with connection.cursor() as cursor:
+                    cursor.execute('DROP SCHEMA public')
+            # --clean --if-exists on an empty database lets a --schema=public archive re-create that schema.
+            self.restore_into(path, fmt, scratch, clean=fmt != 'plain', single_transaction=p['jobs'] == 1,
+                              jobs=p['jobs'], no_owner=p['no_owner'])
+            counts = pg.row_counts(connection, pg.user_tables(connection))
+        finally:
+            connection.close()
+        missing = ['%s.%s' % t for t in data_tables or [] if '%s.%s' % t not in counts]
+        if missing:
+            raise BackupError('the restore into %s lacks tables the archive has data for: %s; the target was not touched'
+                              % (scratch, ', '.join(missing[:20])))
+        manifest = catalog.read_manifest(path) if path else None
+        recorded = (manifest or {}).get('verification', {}).get('row_counts') or {}
+        if manifest and manifest.get('sha256') == expected and recorded:
+            wrong = ['%s %s != %s' % (t, counts.get(t), n) for t, n in sorted(recorded.items()) if counts.get(t) != n]
+            if wrong:
+                raise BackupError('the restore into %s has other row counts than the backup recorded: %s; the target was '
+                                  'not touched' % (scratch, ', '.join(wrong[:20])))
+
+    def swap_in(self, admin, target, scratch, previous, result):
+        """Rename target to previous and scratch to target in one transaction, terminating sessions if allowed."""
+        p = self.params
+        for attempt in range(1, 6):
+            if p['terminate_sessions']:
+                result['terminated_sessions'].extend(pg.terminate_sessions(admin, target))
+            else:
+                sessions = pg.other_sessions(admin, target)
+                if sessions:
+                    raise BackupError(self.sessions_message(target, sessions, ' (connected during the restore)') +
+                                      '; the target was not touched')
+            try:
+                pg.rename_databases(admin, [(target, previous), (scratch, target)])
+                return
+            except pg.psycopg2.Error as exc:
+                if 'being accessed by other users' not in str(exc) or attempt == 5:
+                    raise BackupError('cannot swap the restored database %s in for %s: %s; the target was not touched'
+                                      % (scratch, target, str(exc).strip()))
+                time.sleep(0.2 * attempt)
 
     def has_tables(self, dbname):
         connection = pg.connect(self.conn, dbname=dbname)
@@ -1016,9 +1309,12 @@ class PgBackup(object):
             if not keys:
                 raise BackupError('%s has no files' % uri)
             expected = s3.head(self.s3, bucket, keys[0]).get('Metadata', {}).get('sha256')
+            if not expected and s3.exists(self.s3, bucket, key + '.sha256'):
+                sidecar = self.s3.get_object(Bucket=bucket, Key=key + '.sha256')['Body'].read()
+                expected = hashlib.sha256(sidecar).hexdigest()
         else:
             keys = [key]
-            expected = s3.head(self.s3, bucket, key).get('Metadata', {}).get('sha256')
+            expected = self.remote_checksum(bucket, key, uri)
         local = os.path.join(p['dest'], name)
         if self.module.check_mode:
             return None, fmt, expected, uri
@@ -1053,7 +1349,7 @@ class PgBackup(object):
         if p['checksum'] and p['checksum'] != 'skip':
             expected = p['checksum'].lower()
         if path is None:  # check mode with an S3 source: nothing downloaded
-            return None
+            return None, None, False
         verified = False
         if p['checksum'] == 'skip':
             self.module.warn('checksum=skip: restoring %s without checking its sha256' % path)
@@ -1067,10 +1363,9 @@ class PgBackup(object):
                                   'corrupt or truncated' % (path, actual, expected))
             verified = True
         if fmt == 'plain':
-            self.scan_plain(path)
-        else:
-            self.list_archive(path)
-        return verified
+            return verified, None, self.scan_plain(path)
+        dummy, data_tables = self.list_archive(path)
+        return verified, data_tables, False
 
 
 def main():
@@ -1098,6 +1393,7 @@ def main():
         no_owner=dict(type='bool', default=False),
         safety_backup=dict(type='bool', default=True),
         terminate_sessions=dict(type='bool', default=False),
+        keep_previous=dict(type='bool'),
         maintenance_db=dict(type='str', default='postgres'),
     )
     module = AnsibleModule(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
+import http.server
 import json
 import os
 import signal
@@ -10,6 +12,7 @@ import subprocess
 import threading
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -232,20 +235,180 @@ def test_reused_backup_is_uploaded_when_missing_from_s3(backup, make_db, stack, 
         first['backup']['sha256']
 
 
+class S3Proxy(object):
+    """An HTTP proxy in front of moto that logs every request and can answer some with 503 (S3 going down)."""
+
+    def __init__(self, target_url, fail=None):
+        self.log = []  # dicts: method, path, query, copy (an x-amz-copy-source header)
+        self.fail = fail
+        target = urlsplit(target_url)
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = 'HTTP/1.1'
+
+            def log_message(self, *args):  # pylint: disable=arguments-differ
+                pass
+
+            def read_body(self):
+                if 'chunked' in self.headers.get('Transfer-Encoding', ''):
+                    data = b''
+                    while True:
+                        size = int(self.rfile.readline().split(b';')[0].strip(), 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b'\r\n', b'\n', b''):
+                                pass
+                            return data
+                        data += self.rfile.read(size)
+                        self.rfile.readline()
+                length = int(self.headers.get('Content-Length') or 0)
+                return self.rfile.read(length) if length else b''
+
+            def relay(self):
+                body = self.read_body()
+                url = urlsplit(self.path)
+                entry = dict(method=self.command, path=url.path, query=url.query,
+                             copy='x-amz-copy-source' in (k.lower() for k in self.headers.keys()))
+                proxy.log.append(entry)
+                if proxy.fail and proxy.fail(entry):
+                    payload = b'<Error><Code>ServiceUnavailable</Code><Message>S3 is down (test)</Message></Error>'
+                    self.send_response(503)
+                    self.send_header('Content-Length', str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                headers = dict((k, v) for k, v in self.headers.items()
+                               if k.lower() not in ('expect', 'connection', 'transfer-encoding', 'content-length'))
+                headers['Content-Length'] = str(len(body))
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    response = conn.getresponse()
+                    data = response.read()
+                finally:
+                    conn.close()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ('transfer-encoding', 'connection', 'content-length', 'date', 'server'):
+                        self.send_header(key, value)
+                self.send_header('Content-Length', str(len(data)))
+                self.end_headers()
+                if self.command != 'HEAD':
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = relay
+
+        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.server.daemon_threads = True
+        self.url = 'http://127.0.0.1:%d' % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def index(self, method, path, query=''):
+        for number, entry in enumerate(self.log):
+            if entry['method'] == method and entry['path'] == path and query in entry['query']:
+                return number
+        raise AssertionError('no %s %s?%s in %s' % (method, path, query, [(e['method'], e['path'], e['query'])
+                                                                        for e in self.log]))
+
+
 @pytest.mark.slow
 def test_multipart_upload_overlapping_the_dump(backup, big_db, stack, bucket, s3):
-    result = backup(db=big_db, **s3_args(stack, bucket))
+    with S3Proxy(stack['RUNBOOK_S3_ENDPOINT_URL']) as proxy:
+        result = backup(db=big_db, **s3_args(stack, bucket, s3_endpoint_url=proxy.url))
     info = result['backup']
+    assert result['changed'] is True, result
     assert info['size'] > 20 * 1024 * 1024, 'the dump must span several 16 MiB parts for this test to mean anything'
     key = 'prod/pg/' + info['name']
     body = s3.get_object(Bucket=bucket, Key=key)['Body'].read()
     assert len(body) == info['size']
     assert hashlib.sha256(body).hexdigest() == info['sha256'] == sha256(info['path'])
-    assert s3.head_object(Bucket=bucket, Key=key)['Metadata']['sha256'] == info['sha256']
-    # No staging object and no unfinished multipart upload is left behind.
+    # Metadata known when the upload started travels with the object; the sha256 is its tag and its sidecar.
+    metadata = s3.head_object(Bucket=bucket, Key=key)['Metadata']
+    assert metadata['db'] == big_db and metadata['format'] == 'custom' and metadata['label'] == 'backup'
+    tags = {t['Key']: t['Value'] for t in s3.get_object_tagging(Bucket=bucket, Key=key)['TagSet']}
+    assert tags == {'sha256': info['sha256']}
+    sidecar = s3.get_object(Bucket=bucket, Key=key + '.sha256')['Body'].read().decode()
+    assert sidecar == '%s  %s\n' % (info['sha256'], info['name'])
+    # Straight to the final key: the sidecar exists before the upload completes, the tag comes after.
+    path = '/%s/%s' % (bucket, key)
+    created = proxy.index('POST', path, 'uploads')
+    sidecar_put = proxy.index('PUT', path + '.sha256')
+    completed = proxy.index('POST', path, 'uploadId=')
+    tagged = proxy.index('PUT', path, 'tagging')
+    parts = [n for n, e in enumerate(proxy.log) if e['method'] == 'PUT' and 'partNumber=' in e['query']]
+    assert created < min(parts) and max(parts) < sidecar_put < completed < tagged, proxy.log
+    assert len(parts) >= 2
+    # No staging object, no server-side copy, nothing left over.
+    assert not [e for e in proxy.log if '.partial' in e['path'] or e['copy']]
     keys = [o['Key'] for o in s3.list_objects_v2(Bucket=bucket)['Contents']]
-    assert not [k for k in keys if '.partial' in k]
+    assert sorted(keys) == sorted([key, key + '.sha256', key + '.json'])
     assert not s3.list_multipart_uploads(Bucket=bucket).get('Uploads')
+    assert info['timings']['dump'] > 0 and 'upload_finish' in info['timings']
+
+    # Restoring it from S3 verifies it against the tag and the sidecar (there is no sha256 metadata).
+    target = 'pgbackup_big_restore_%s' % uuid.uuid4().hex[:6]
+    try:
+        restored = backup(state='restored', db=target, src=info['s3_uri'], jobs=2,
+                          dest=backup.dest + '_restore', **s3_args(stack, bucket))
+        assert restored['changed'] is True, restored
+        assert restored['restore']['checksum_verified'] is True and restored['backup']['sha256'] == info['sha256']
+        assert sql(stack, target, 'SELECT count(*) FROM blobs')[0][0] == 1500000
+    finally:
+        sql(stack, 'postgres', 'DROP DATABASE IF EXISTS %s WITH (FORCE)' % target)
+
+
+@pytest.mark.slow
+def test_s3_down_mid_multipart_leaves_no_object_and_no_upload(backup, big_db, stack, bucket, s3):
+    def down_after_first_part(entry):
+        return entry['method'] == 'PUT' and 'partNumber=' in entry['query'] and 'partNumber=1&' not in \
+            entry['query'] + '&'
+
+    with S3Proxy(stack['RUNBOOK_S3_ENDPOINT_URL'], fail=down_after_first_part) as proxy:
+        result = backup(db=big_db, **s3_args(stack, bucket, s3_endpoint_url=proxy.url, s3_retries=1))
+    assert_clear_failure(result, 'upload of part', 'ServiceUnavailable', 'the verified local backup is kept at')
+    assert [e for e in proxy.log if 'partNumber=1&' in e['query'] + '&'], 'part 1 never went up: not mid-multipart'
+    assert [e for e in proxy.log if e['method'] == 'DELETE' and 'uploadId=' in e['query']], 'no AbortMultipartUpload'
+    assert not s3.list_objects_v2(Bucket=bucket).get('Contents'), 'an object (or sidecar) was left in S3'
+    assert not s3.list_multipart_uploads(Bucket=bucket).get('Uploads'), 'a multipart upload was left dangling'
+    kept = [n for n in listing(backup.dest) if n.endswith('.dump')]
+    assert len(kept) == 1
+    path = os.path.join(backup.dest, kept[0])
+    assert open(path + '.sha256').read().split()[0] == sha256(path)
+
+
+@pytest.mark.parametrize('recorded', ['tag', 'sidecar', 'disagree', 'none'])
+def test_restore_from_s3_checks_tag_and_sidecar(backup, make_db, stack, bucket, s3, tmp_path, recorded):
+    """An S3 backup without sha256 metadata (a multipart upload) is verified against its tag or its sidecar."""
+    db = make_db(rows=40)
+    info = backup(db=db)['backup']
+    key = 'prod/pg/' + info['name']
+    with open(info['path'], 'rb') as handle:
+        s3.put_object(Bucket=bucket, Key=key, Body=handle.read(), Metadata={'db': db})
+    wrong = hashlib.sha256(b'something else').hexdigest()
+    if recorded in ('tag', 'disagree'):
+        s3.put_object_tagging(Bucket=bucket, Key=key, Tagging={'TagSet': [{'Key': 'sha256', 'Value': info['sha256']}]})
+    if recorded in ('sidecar', 'disagree'):
+        digest = info['sha256'] if recorded == 'sidecar' else wrong
+        s3.put_object(Bucket=bucket, Key=key + '.sha256', Body=('%s  %s\n' % (digest, info['name'])).encode())
+    target = make_db(rows=3)
+    result = backup(state='restored', db=target, src='s3://%s/%s' % (bucket, key), dest=str(tmp_path / 'dl'),
+                    clean=True, **s3_args(stack, bucket))
+    if recorded in ('tag', 'sidecar'):
+        assert result['changed'] is True, result
+        assert result['restore']['checksum_verified'] is True
+        assert counts(stack, target) == {'users': 40, 'orders': 120}
+    else:
+        assert_clear_failure(result, *(['checksums disagree', 'tag', 'sidecar'] if recorded == 'disagree'
+                                       else ['no recorded sha256']))
+        assert counts(stack, target) == {'users': 3, 'orders': 9}, 'the target was touched'
 
 
 # -- failures -------------------------------------------------------------------------------
@@ -260,6 +423,15 @@ def big_db(stack):
                         FROM generate_series(1, 1500000)""")
     yield name
     sql(stack, 'postgres', 'DROP DATABASE IF EXISTS %s WITH (FORCE)' % name)
+
+
+def dumps_database(pid, dbname):
+    """Whether process pid is a pg_dump of dbname (pg_backup passes the database in PGDATABASE)."""
+    try:
+        with open('/proc/%d/environ' % pid, 'rb') as handle:
+            return ('PGDATABASE=%s' % dbname).encode() in handle.read().split(b'\0')
+    except OSError:
+        return False
 
 
 @pytest.mark.slow
@@ -281,9 +453,15 @@ def test_password_never_on_a_command_line_nor_in_results(backup, big_db, stack):
         leaks.extend(('environ', key) for key, value in environ.items()
                      if password in value and inherited.get(key) != value)
 
-    with ProcessWatcher('pg_dump', 'secret', on_seen=inspect) as watcher:
+    def inspect_ours(pid, cmdline):
+        if dumps_database(pid, big_db):
+            seen.append(pid)
+            inspect(pid, cmdline)
+
+    seen = []
+    with ProcessWatcher('pg_dump', '--format=custom', on_seen=inspect_ours):
         result = backup(db=big_db, label='secret')
-    assert watcher.seen, 'pg_dump was never observed running; the test could not check its command line'
+    assert seen, 'pg_dump was never observed running; the test could not check its command line'
     assert leaks == []
     assert result['changed'] is True
     assert password.decode() not in json.dumps(result)
@@ -298,13 +476,13 @@ def test_killed_pg_dump_leaves_no_backup_and_keeps_earlier_ones(backup, big_db, 
     killed = []
 
     def kill_once(pid, dummy):
-        if not killed:
+        if not killed and dumps_database(pid, big_db):
             time.sleep(0.3)
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
     # Dump the big database under the same dest and label, and kill pg_dump halfway.
-    with ProcessWatcher('pg_dump', '.partial.%s.killme' % big_db, on_seen=kill_once):
+    with ProcessWatcher('pg_dump', '--format=custom', on_seen=kill_once):
         result = backup(db=big_db, label='killme')
     assert killed, 'pg_dump finished before it could be killed'
     assert_clear_failure(result, 'killed by signal 9')
@@ -403,6 +581,88 @@ def test_restore_over_live_database_takes_safety_backup(backup, make_db, stack):
     check = make_db(rows=None)
     backup(state='restored', db=check, src=safety['path'], clean=True)
     assert counts(stack, check) == {'users': 101, 'orders': 0}
+
+
+def databases_like(stack, pattern):
+    return [r[0] for r in sql(stack, 'postgres', 'SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1',
+                              (pattern,))]
+
+
+def test_clean_restore_replaces_the_database_despite_dependent_objects(backup, make_db, stack):
+    """pg_restore --clean cannot drop a table a materialized view created since depends on; the module restores
+    into a new database and swaps it in, so objects created after the backup are gone and the data is the backup's."""
+    db = make_db(rows=60)
+    sql(stack, db, 'CREATE MATERIALIZED VIEW public.user_count AS SELECT count(*) AS n FROM public.users')
+    sql(stack, 'postgres', "ALTER DATABASE %s SET work_mem = '7MB'" % db)
+    taken = backup(db=db, label='pre_migration')['backup']
+    # After the backup: a materialized view over a table in the archive, a new table, changed data.
+    sql(stack, db, """CREATE MATERIALIZED VIEW sales.big_orders AS SELECT * FROM sales.orders WHERE total > 10;
+                      CREATE TABLE public.created_since (id int); INSERT INTO public.created_since VALUES (1);
+                      DELETE FROM sales.orders WHERE id % 2 = 0; INSERT INTO public.users (email) VALUES ('new@x')""")
+    owner = sql(stack, 'postgres', 'SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate '
+                'FROM pg_database WHERE datname = %s', (db,))
+
+    planned = backup(check=True, state='restored', db=db, src=taken['path'], clean=True)
+    assert planned['changed'] is True and planned['restore']['method'] == 'swap'
+    assert planned['restore']['scratch_db'].startswith(db + '__restore_')
+    assert databases_like(stack, db + '\\_\\_%') == [], 'check mode created a database'
+    assert counts(stack, db) == {'users': 61, 'orders': 90}
+
+    result = backup(state='restored', db=db, src=taken['path'], clean=True)
+    assert result['changed'] is True, result
+    restore = result['restore']
+    assert restore['method'] == 'swap' and restore['safety_backup']['label'] == 'pre_restore'
+    assert restore['previous_db_dropped'] is True and restore['previous_db'] is None
+    assert databases_like(stack, db + '\\_\\_%') == [], 'a scratch or replaced database was left behind'
+    assert counts(stack, db) == {'users': 60, 'orders': 180}
+    tables = [r[0] for r in sql(stack, db, "SELECT relname FROM pg_class WHERE relkind IN ('r', 'm') "
+                                           "AND relnamespace::regnamespace::text IN ('public', 'sales') ORDER BY 1")]
+    # The view that was in the archive is back (and populated); the one created since is gone, like the table.
+    assert tables == ['orders', 'user_count', 'users'], tables
+    assert sql(stack, db, 'SELECT n FROM public.user_count')[0][0] == 60
+    # The database keeps its owner, encoding, locale and settings.
+    assert sql(stack, 'postgres', 'SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate '
+               'FROM pg_database WHERE datname = %s', (db,)) == owner
+    settings = sql(stack, 'postgres', 'SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d '
+                   'ON d.oid = s.setdatabase WHERE d.datname = %s', (db,))
+    assert settings == [(['work_mem=7MB'],)]
+
+    # Without a safety backup the replaced database is kept (its name is returned), unless keep_previous=false.
+    sql(stack, db, 'CREATE TABLE public.created_again (id int)')
+    kept = backup(state='restored', db=db, src=taken['path'], clean=True, safety_backup=False)
+    previous = kept['restore']['previous_db']
+    try:
+        assert previous and previous.startswith(db + '__pre_restore_'), kept
+        assert databases_like(stack, db + '\\_\\_%') == [previous]
+        assert sql(stack, previous, "SELECT count(*) FROM pg_class WHERE relname = 'created_again'")[0][0] == 1
+    finally:
+        if previous:
+            sql(stack, 'postgres', 'DROP DATABASE IF EXISTS %s WITH (FORCE)' % previous)
+    dropped = backup(state='restored', db=db, src=taken['path'], clean=True, safety_backup=False, keep_previous=False)
+    assert dropped['restore']['previous_db_dropped'] is True
+    assert databases_like(stack, db + '\\_\\_%') == []
+
+
+def test_failed_clean_restore_leaves_target_and_no_scratch(backup, make_db, stack):
+    """An archive damaged in the middle of its data (its checksum recorded after the damage) fails in the scratch
+    database: the target is untouched and the scratch database is dropped."""
+    db = make_db(rows=3000)
+    taken = backup(db=db)['backup']
+    data = bytearray(open(taken['path'], 'rb').read())
+    middle = len(data) // 2
+    for offset in range(middle, middle + 64):
+        data[offset] ^= 0x5A
+    with open(taken['path'], 'wb') as handle:
+        handle.write(data)
+    with open(taken['path'] + '.sha256', 'w') as handle:
+        handle.write('%s  %s\n' % (hashlib.sha256(bytes(data)).hexdigest(), taken['name']))
+    target = make_db(rows=10)
+    sql(stack, target, 'CREATE MATERIALIZED VIEW public.mv AS SELECT count(*) FROM public.users')
+    result = backup(state='restored', db=target, src=taken['path'], clean=True, terminate_sessions=True)
+    assert_clear_failure(result, 'pg_restore', target + '__restore_')
+    assert counts(stack, target) == {'users': 10, 'orders': 30}, 'the target was touched'
+    assert sql(stack, target, 'SELECT count(*) FROM public.mv')[0][0] == 1
+    assert databases_like(stack, target + '\\_\\_%') == [], 'a scratch database was left behind'
 
 
 def test_restore_from_s3_uri(backup, make_db, stack, bucket, tmp_path):
