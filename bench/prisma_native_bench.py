@@ -193,8 +193,8 @@ def main():
     for row in rows:
         outcome = ('applied %d/%d' % (row['cli_applied'], row['expected'])) if row['cli_rc'] == 0 else (
             'FAILED (rc %d) after applying %d of %d' % (row['cli_rc'], row['cli_applied'], row['expected']))
-        print('%-48s %14.2f %14.2f %10.1f %s' % (row['label'], row['cli'], row['native'], row['cli'] / row['native'],
-                                                  outcome))
+        ratio = row['cli'] / row['native']
+        print('%-48s %14.2f %14.2f %10.1f %s' % (row['label'], row['cli'], row['native'], ratio, outcome))
     print('%-48s %14s %14.2f' % ('ansible -m ping (start-up in the native task)', '', ping))
 
 

@@ -199,10 +199,9 @@ class PrismaNative(prisma.PrismaEngine):
         """Create _prisma_migrations in an empty schema; P3005 when the schema has tables but no table."""
         if prisma.read_rows(connection, self.db_schema) is not None:
             return
-        tables = [row[0] for row in pg.query_all(
-            connection, "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE c.relkind IN ('r', 'p') AND n.nspname = %s ORDER BY 1", (self.db_schema,))
-            if row[0] not in IGNORED_TABLES]
+        found = pg.query_all(connection, "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                         "WHERE c.relkind IN ('r', 'p') AND n.nspname = %s ORDER BY 1", (self.db_schema,))
+        tables = [row[0] for row in found if row[0] not in IGNORED_TABLES]
         if tables:
             raise NativeError('P3005', P3005_MESSAGE)
         pg.execute(connection, CREATE_MIGRATIONS_TABLE)
@@ -281,8 +280,8 @@ class PrismaNative(prisma.PrismaEngine):
                                        'scripts as UTF-8 text' % (script_path, exc), migration=name)
         table = self.table(connection)
         row_id = str(uuid.uuid4())
-        pg.execute(connection, 'INSERT INTO %s (id, checksum, started_at, migration_name) VALUES (%%s, %%s, %%s, %%s)'
-                     % table, (row_id, prisma.checksum(script.encode('utf-8')), now(), name))
+        insert = 'INSERT INTO %s (id, checksum, started_at, migration_name) VALUES (%%s, %%s, %%s, %%s)' % table
+        pg.execute(connection, insert, (row_id, prisma.checksum(script.encode('utf-8')), now(), name))
         try:
             with connection.cursor() as cursor:
                 cursor.execute(script)  # one simple query, as the engine's simple_query(): no parameters, no split
@@ -303,8 +302,8 @@ class PrismaNative(prisma.PrismaEngine):
             pg.execute(connection, 'UPDATE %s SET logs = %%s WHERE id = %%s' % table, (logs, row_id))
             raise NativeError('P3018', 'migration %s left a transaction open (BEGIN without COMMIT); it was rolled '
                                        'back' % name, migration=name)
-        pg.execute(connection, 'UPDATE %s SET applied_steps_count = applied_steps_count + 1 WHERE id = %%s' % table,
-                     (row_id,))
+        step = 'UPDATE %s SET applied_steps_count = applied_steps_count + 1 WHERE id = %%s' % table
+        pg.execute(connection, step, (row_id,))
         pg.execute(connection, 'UPDATE %s SET finished_at = %%s WHERE id = %%s' % table, (now(), row_id))
 
     # -- resolve -------------------------------------------------------------------------------
