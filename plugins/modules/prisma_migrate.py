@@ -170,6 +170,9 @@ notes:
     C(BEGIN)/C(COMMIT)), then sets C(applied_steps_count) to 1 and C(finished_at). A failing script leaves the row
     failed (C(finished_at) empty) with Prisma's P3018 text and the database error in C(logs), and stops the run.
     O(state=resolved) records what C(prisma migrate resolve) records (P3008, P3011, P3012, P3017 as Prisma).
+  - A migration rolled back by O(state=rolled_back) is pending for this module and for C(prisma migrate deploy),
+    which applies it again; C(prisma migrate status) still calls the database up to date, because its check
+    counts rolled-back rows as present (prisma-engines C(diagnose_migration_history)).
   - Checksums are compared as Prisma compares them, so CRLF checkouts and the unpadded checksums of old Prisma
     versions do not show as edited migrations. Edited migrations (RV(status.modified)) and applied migrations
     missing from the folder (RV(status.not_in_folder)) are reported and warned about with either engine;

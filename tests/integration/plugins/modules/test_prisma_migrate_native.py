@@ -415,3 +415,24 @@ def test_real_world_history_from_empty_and_shared_with_the_cli(native, db, histo
                  "WHERE table_schema = 'public' AND table_name <> '_prisma_migrations' ORDER BY 1, 2")
     assert sql(stack, shared, schema_of) == sql(stack, name, schema_of)
     assert uuid.UUID(rows(stack, shared)[-1]['id'])
+
+
+@pytest.mark.slow
+def test_down_path_then_native_deploy_with_the_cli_watching(native, db, project, stack):
+    """The module's down path (down.sql) on a natively deployed history reads to the CLI as Prisma's own state."""
+    name, url = db()
+    assert native('deployed', project, url)['changed'] is True
+    rolled = native('rolled_back', project, url, steps=1)
+    assert [r['name'] for r in rolled['rolled_back']] == [M3]
+    assert sql(stack, name, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'orders' "
+                            "AND column_name = 'status'")[0][0] == 0
+    # Prisma's own status (diagnose_migration_history) counts a rolled-back row as present, so it still says "up
+    # to date", while its migrate deploy (apply_migrations) skips only rows with rolled_back_at unset and applies
+    # the migration again: the module's status follows deploy and lists it pending.
+    assert_cli_up_to_date(project, url)
+    assert native('status', project, url)['status']['pending'] == [M3]
+    again = native('deployed', project, url)
+    assert [a['name'] for a in again['applied']] == [M3]
+    assert [(r['migration_name'], r['rolled_back_at'] is None) for r in rows(stack, name)] == [
+        (M1, True), (M2, True), (M3, False), (M3, True)]
+    assert_cli_up_to_date(project, url)
