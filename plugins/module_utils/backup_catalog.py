@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 
 EXTENSIONS = {'custom': 'dump', 'directory': 'dir', 'plain': 'sql', 'tar': 'tar'}
 FORMATS_BY_EXTENSION = {'dump': 'custom', 'dir': 'directory', 'sql': 'plain', 'sql.gz': 'plain', 'tar': 'tar'}
@@ -27,6 +28,8 @@ NAME_RE = re.compile(r'^(?P<db>[A-Za-z0-9_-]+)\.(?P<label>[A-Za-z0-9_-]+)\.(?P<t
 LABEL_RE = re.compile(r'^[A-Za-z0-9_-]{1,64}$')
 TIMESTAMP_FORMAT = '%Y%m%dT%H%M%SZ'
 PARTIAL_PREFIX = '.partial.'
+READ_SIZE = 1024 * 1024
+PIPE_SIZE = 1024 * 1024
 LOCK_NAME = '.pg_backup.lock'
 
 
@@ -180,6 +183,53 @@ def sha256_file(path, chunk=4 * 1024 * 1024):
                 break
             digest.update(data)
     return digest.hexdigest()
+
+
+def write_command_output(argv, env, path, errors_path, on_progress=None):
+    """Run argv with its stdout copied into a new file at path (0600), hashed on the way, then fsynced.
+
+    Return (rc, stderr text, sha256 hex, size, write_error): write_error is the OSError that stopped the copy
+    (the disk is full), after which the command was killed.  ``on_progress(size)`` is called after each write.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    write_error = None
+    with open(errors_path, 'wb') as stderr:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, env=env,
+                                    close_fds=True)
+        except OSError:
+            os.close(fd)
+            raise
+        try:
+            pipe = proc.stdout.fileno()
+            try:  # a bigger pipe means fewer, larger reads (Linux only; harmless elsewhere)
+                fcntl.fcntl(pipe, getattr(fcntl, 'F_SETPIPE_SZ', 1031), PIPE_SIZE)
+            except OSError:
+                pass
+            while True:
+                data = os.read(pipe, READ_SIZE)
+                if not data:
+                    break
+                digest.update(data)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                size += len(data)
+                if on_progress:
+                    on_progress(size)
+            os.fsync(fd)
+        except OSError as exc:
+            write_error = exc
+            proc.kill()
+        finally:
+            os.close(fd)
+            proc.stdout.close()
+            rc = proc.wait()
+    with open(errors_path, 'rb') as handle:
+        text = handle.read().decode('utf-8', 'replace')
+    return rc, text, digest.hexdigest(), size, write_error
 
 
 def backup_size(path):

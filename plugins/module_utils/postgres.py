@@ -319,8 +319,13 @@ def clone_database_sql(connection, source, target):
     props = database_properties(connection, source)
     if props is None:
         raise PostgresError("database '%s' does not exist" % source)
-    q = lambda name: quote_ident(connection, name)  # noqa: E731
-    lit = lambda value: literal(connection, value)  # noqa: E731
+
+    def q(name):
+        return quote_ident(connection, name)
+
+    def lit(value):
+        return literal(connection, value)
+
     create = ['CREATE DATABASE %s WITH TEMPLATE template0' % q(target), 'OWNER %s' % q(props['owner']),
               'ENCODING %s' % lit(props['encoding_name']), 'LC_COLLATE %s' % lit(props['datcollate']),
               'LC_CTYPE %s' % lit(props['datctype']), 'TABLESPACE %s' % q(props['tablespace']),
@@ -349,13 +354,13 @@ def clone_database_sql(connection, source, target):
                 after.append('ALTER DATABASE %s SET %s = %s' % (q(target), q(name), value))
     if props.get('datacl') is not None:
         after.append('REVOKE ALL ON DATABASE %s FROM PUBLIC' % q(target))
-        for grantee, privilege, grantable in query_all(connection, """
-                SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, a.privilege_type,
-                       a.is_grantable
-                FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s AND a.grantee <> d.datdba""",
-                                                        (source,)):
-            after.append('GRANT %s ON DATABASE %s TO %s%s' % (privilege, q(target), q(grantee) if grantee else 'PUBLIC',
-                                                               ' WITH GRANT OPTION' if grantable else ''))
+        grants = query_all(connection, """
+            SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, a.privilege_type,
+                   a.is_grantable
+            FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s AND a.grantee <> d.datdba""", (source,))
+        for grantee, privilege, grantable in grants:
+            after.append('GRANT %s ON DATABASE %s TO %s%s' % (
+                privilege, q(target), q(grantee) if grantee else 'PUBLIC', ' WITH GRANT OPTION' if grantable else ''))
     if props.get('comment'):
         after.append('COMMENT ON DATABASE %s IS %s' % (q(target), lit(props['comment'])))
     return ' '.join(create), after

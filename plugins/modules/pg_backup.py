@@ -436,11 +436,9 @@ executed_commands:
 
 import contextlib
 import datetime
-import fcntl
 import hashlib
 import os
 import re
-import subprocess
 import time
 import traceback
 
@@ -455,8 +453,6 @@ from ansible_collections.runbook.deploy.plugins.module_utils.command import (
 
 PLAIN_TRAILER = b'-- PostgreSQL database dump complete'
 PLAIN_CREATE_PUBLIC = b'\nCREATE SCHEMA public;\n'
-READ_SIZE = 1024 * 1024
-PIPE_SIZE = 1024 * 1024
 SYSTEM_PG_DIRS = ('/usr/lib/postgresql/%d/bin', '/usr/pgsql-%d/bin')
 # What the safety backup before a restore is, whatever the task asked of its own backups.
 SAFETY_BACKUP_OPTIONS = dict(format='custom', verify='list', keep=0, max_age=None, compress=None, schemas=[],
@@ -792,48 +788,17 @@ class PgBackup(object):
         self.runner.record(argv)
         full_env = dict(os.environ)
         full_env.update(env, LC_MESSAGES='C')
-        errors = os.path.join(self.workspace.path, 'pg_dump.stderr')
-        digest = hashlib.sha256()
-        size = 0
-        with open(errors, 'wb') as stderr:
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=stderr, env=full_env, close_fds=True)
-            except OSError as exc:
-                os.close(fd)
-                raise BackupError('cannot run %s: %s' % (argv[0], exc))
-            write_error = None
-            try:
-                pipe = proc.stdout.fileno()
-                with contextlib.suppress(OSError, AttributeError):
-                    fcntl.fcntl(pipe, getattr(fcntl, 'F_SETPIPE_SZ', 1031), PIPE_SIZE)
-                while True:
-                    data = os.read(pipe, READ_SIZE)
-                    if not data:
-                        break
-                    digest.update(data)
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    size += len(data)
-                    if uploader:
-                        uploader.written(size)
-                os.fsync(fd)
-            except OSError as exc:
-                write_error = exc
-                proc.kill()
-            finally:
-                os.close(fd)
-                proc.stdout.close()
-                rc = proc.wait()
-        with open(errors, 'rb') as handle:
-            text = handle.read().decode('utf-8', 'replace')
+        try:
+            rc, text, sha256, size, write_error = catalog.write_command_output(
+                [str(a) for a in argv], full_env, partial, os.path.join(self.workspace.path, 'pg_dump.stderr'),
+                on_progress=uploader.written if uploader else None)
+        except OSError as exc:
+            raise BackupError('cannot run %s: %s' % (argv[0], exc))
         if write_error is not None:
             raise BackupError(self.explain_dump_failure(rc, '%s: %s' % (partial, write_error.strerror), dest))
         if rc != 0:
             raise BackupError(self.explain_dump_failure(rc, text, dest))
-        return digest.hexdigest(), size
+        return sha256, size
 
     def database_size(self, dbname):
         connection = pg.connect(self.conn, dbname=dbname)

@@ -315,8 +315,8 @@ class S3Proxy(object):
         for number, entry in enumerate(self.log):
             if entry['method'] == method and entry['path'] == path and query in entry['query']:
                 return number
-        raise AssertionError('no %s %s?%s in %s' % (method, path, query, [(e['method'], e['path'], e['query'])
-                                                                        for e in self.log]))
+        seen = [(e['method'], e['path'], e['query']) for e in self.log]
+        raise AssertionError('no %s %s?%s in %s' % (method, path, query, seen))
 
 
 @pytest.mark.slow
