@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -30,6 +30,10 @@ import uuid
 import psycopg2
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, 'tests', 'scripts'))
+import prisma_history  # noqa: E402  pylint: disable=wrong-import-position
+from prisma_history import dollar_quoted, migration_names  # noqa: E402  pylint: disable=wrong-import-position
+
 APP = os.path.join(REPO, 'tests', 'fixtures', 'prisma', 'app')
 
 
@@ -107,25 +111,7 @@ def run_native(project, url):
 
 
 def project_copy(source, workdir, label, keep=None):
-    target = os.path.join(workdir, label)
-    if not os.path.isdir(target):
-        shutil.copytree(source, target)
-        os.symlink(os.path.join(REPO, 'node_modules'), os.path.join(target, 'node_modules'))
-        if keep is not None:
-            folder = os.path.join(target, 'prisma', 'migrations')
-            for name in migration_names(target)[keep:]:
-                shutil.rmtree(os.path.join(folder, name))
-    return target
-
-
-def migration_names(project):
-    folder = os.path.join(project, 'prisma', 'migrations')
-    return sorted(n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n, 'migration.sql')))
-
-
-def dollar_quoted(project, name):
-    with open(os.path.join(project, 'prisma', 'migrations', name, 'migration.sql'), 'rb') as handle:
-        return re.search(rb'\$[A-Za-z_]*\$', handle.read()) is not None
+    return prisma_history.copy_project(source, os.path.join(workdir, label), keep=keep)
 
 
 def measure(label, project, prepare, rounds, expected):
@@ -160,8 +146,7 @@ def main():
     args = parser.parse_args()
     if not shutil.which('ansible') or not os.environ.get('RUNBOOK_PG_PORT'):
         raise SystemExit('source tests/scripts/env.sh and .stack/stack.env first')
-    history = subprocess.run(['python', os.path.join(REPO, 'tests', 'scripts', 'prisma_history.py')],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    history = prisma_history.project()
     names = migration_names(history)
     dollars = [n for n in names if dollar_quoted(history, n)]
     cut = names.index(dollars[-1]) + 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -93,8 +94,36 @@ def unpack(wheel):
     return PROJECT
 
 
+def project():
+    """The history's project folder, fetched and unpacked when needed."""
+    return unpack(download())
+
+
+def migration_names(project_dir):
+    """The migrations of a Prisma project, in Prisma's order."""
+    folder = os.path.join(project_dir, 'prisma', 'migrations')
+    return sorted(n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n, 'migration.sql')))
+
+
+def dollar_quoted(project_dir, name):
+    """Whether a migration's script has a dollar-quoted block ($$ or $tag$)."""
+    with open(os.path.join(project_dir, 'prisma', 'migrations', name, 'migration.sql'), 'rb') as handle:
+        return re.search(rb'\$[A-Za-z_]*\$', handle.read()) is not None
+
+
+def copy_project(source, target, keep=None):
+    """A copy of a Prisma project with the repository's node_modules linked; keep=N keeps the first N migrations."""
+    shutil.copytree(source, target)
+    os.symlink(os.path.join(REPO, 'node_modules'), os.path.join(target, 'node_modules'))
+    if keep is not None:
+        folder = os.path.join(target, 'prisma', 'migrations')
+        for name in migration_names(target)[keep:]:
+            shutil.rmtree(os.path.join(folder, name))
+    return target
+
+
 def main():
-    print(unpack(download()))
+    print(project())
 
 
 if __name__ == '__main__':

@@ -25,6 +25,9 @@ import pytest
 
 from helpers import REPO, assert_clear_failure, connect, sql
 
+sys.path.insert(0, os.path.join(REPO, 'tests', 'scripts'))
+from prisma_history import copy_project, dollar_quoted, migration_names  # noqa: E402  pylint: disable=wrong-import-position
+
 MODULE = 'runbook.deploy.prisma_migrate'
 FIXTURES = os.path.join(REPO, 'tests', 'fixtures', 'prisma')
 M1 = '20261101000000_create_customers'
@@ -49,22 +52,6 @@ def history():
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, 'the real-world migration history is not available: %s' % done.stderr
     return done.stdout.strip()
-
-
-def copy_project(source, target, keep=None):
-    """A copy of a Prisma project with node_modules linked; keep=N keeps only the first N migrations."""
-    shutil.copytree(source, target)
-    os.symlink(os.path.join(REPO, 'node_modules'), os.path.join(target, 'node_modules'))
-    if keep is not None:
-        folder = os.path.join(target, 'prisma', 'migrations')
-        for name in migration_names(target)[keep:]:
-            shutil.rmtree(os.path.join(folder, name))
-    return target
-
-
-def migration_names(project):
-    folder = os.path.join(project, 'prisma', 'migrations')
-    return sorted(n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n, 'migration.sql')))
 
 
 @pytest.fixture
@@ -377,10 +364,6 @@ def test_cli_only_options_are_refused_with_the_native_engine(native, db, project
 
 
 # -- a large real-world history ----------------------------------------------------------------
-def dollar_quoted(project, name):
-    with open(os.path.join(project, 'prisma', 'migrations', name, 'migration.sql'), 'rb') as handle:
-        return re.search(rb'\$[A-Za-z_]*\$', handle.read()) is not None
-
 
 @pytest.mark.slow
 def test_real_world_history_from_empty_and_shared_with_the_cli(native, db, history, tmp_path, stack):
