@@ -319,6 +319,24 @@ class S3Proxy(object):
         raise AssertionError('no %s %s?%s in %s' % (method, path, query, seen))
 
 
+def test_reuse_checks_the_s3_copy_and_uploads_it_again_when_missing_or_altered(backup, make_db, stack, bucket, s3):
+    db = make_db()
+    first = backup(db=db, **s3_args(stack, bucket))['backup']
+    key = 'prod/pg/' + first['name']
+    assert backup(db=db, max_age='1h', **s3_args(stack, bucket))['changed'] is False
+    # The object is gone from S3: the reused backup goes up again.
+    s3.delete_object(Bucket=bucket, Key=key)
+    again = backup(db=db, max_age='1h', **s3_args(stack, bucket))
+    assert again['changed'] is True and again['backup']['reused'] is True, again
+    assert s3.head_object(Bucket=bucket, Key=key)['Metadata']['sha256'] == first['sha256']
+    # Its sidecar disagrees with the object's checksum: uploaded again, sidecar included.
+    s3.put_object(Bucket=bucket, Key=key + '.sha256', Body=('%s  x\n' % ('0' * 64)).encode())
+    fixed = backup(db=db, max_age='1h', **s3_args(stack, bucket))
+    assert fixed['changed'] is True
+    assert s3.get_object(Bucket=bucket, Key=key + '.sha256')['Body'].read().decode().split()[0] == first['sha256']
+    assert backup(db=db, max_age='1h', **s3_args(stack, bucket))['changed'] is False
+
+
 @pytest.mark.slow
 def test_multipart_upload_overlapping_the_dump(backup, big_db, stack, bucket, s3):
     with S3Proxy(stack['RUNBOOK_S3_ENDPOINT_URL']) as proxy:
