@@ -159,8 +159,7 @@ class PrismaNative(prisma.PrismaEngine):
     name = 'native'
     label = 'native migrate deploy'
 
-    def __init__(self, module, conn, db_schema, migrations_path, timeout=None):
-        self.module = module
+    def __init__(self, conn, db_schema, migrations_path, timeout=None):
         self.conn = conn
         self.db_schema = db_schema
         self.migrations_path = migrations_path
@@ -168,11 +167,9 @@ class PrismaNative(prisma.PrismaEngine):
         self.version = None
 
     def check(self):
-        """Nothing to find: psycopg2 is checked by the module, the folder when it is read."""
-        self.check_provider()
-
-    def check_provider(self):
-        """P3019 when migration_lock.toml names another provider (error_on_changed_provider)."""
+        """P3019 when migration_lock.toml names another provider (error_on_changed_provider); nothing else to find:
+        psycopg2 is checked by the module, the folder when it is read. The module calls this before deploy or
+        resolve, like PrismaCli.check()."""
         lock_file = os.path.join(self.migrations_path, 'migration_lock.toml')
         if not os.path.isfile(lock_file):
             return
@@ -233,7 +230,6 @@ class PrismaNative(prisma.PrismaEngine):
         return 0, '\n'.join(lines), round(time.time() - started, 3)
 
     def apply_pending(self, lines):
-        self.check_provider()
         local = prisma.local_migrations(self.migrations_path)
         lines.append('%d migration%s found in %s' % (len(local), '' if len(local) == 1 else 's',
                                                      self.migrations_path))
@@ -312,7 +308,6 @@ class PrismaNative(prisma.PrismaEngine):
 
     def resolve_applied(self, name):
         """prisma migrate resolve --applied: P3017 / P3008, failed rows rolled back, an applied row added."""
-        self.check_provider()
         script_path = os.path.join(self.migrations_path, name, prisma.MIGRATION_FILE)
         if not os.path.isfile(script_path):
             raise NativeError('P3017', 'The migration %s could not be found. Please make sure that the migration '

@@ -421,8 +421,7 @@ class PrismaMigrate(object):
         self.result['migrations_path'] = self.migrations_path
         # The engine that applies and resolves migrations (deploy, resolve_applied, resolve_rolled_back).
         if p['engine'] == 'native':
-            self.engine = PrismaNative(self.module, self.conn, self.db_schema, self.migrations_path,
-                                       timeout=p['timeout'] or None)
+            self.engine = PrismaNative(self.conn, self.db_schema, self.migrations_path, timeout=p['timeout'] or None)
         else:
             self.engine = prisma.PrismaCli(
                 self.module, self.runner, project, executable=self.path(p['executable']),
