@@ -63,8 +63,8 @@ def jlist(home):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def get_json(port):
-    with urllib.request.urlopen('http://127.0.0.1:%d/' % port, timeout=5) as response:
+def get_json(port, timeout=5):
+    with urllib.request.urlopen('http://127.0.0.1:%d/' % port, timeout=timeout) as response:
         return json.loads(response.read())
 
 
@@ -122,7 +122,9 @@ def test_cluster_reload_keeps_serving(pm2, app_dir):
     def load():
         while not stop.is_set():
             try:
-                get_json(app_dir['api_port'])
+                # A slow answer is not a lost one: while new workers boot on a loaded 2-core CI machine a request
+                # can take more than 5 s. 30 s still catches a connection that is never answered.
+                get_json(app_dir['api_port'], timeout=30)
             except Exception as exc:  # pylint: disable=broad-except
                 failures.append(repr(exc))
             time.sleep(0.01)
