@@ -67,5 +67,14 @@ if (fs.existsSync(path.join(__dirname, 'CRASH'))) {
     }
   });
   server.listen(port, '127.0.0.1', () => { if (process.send) process.send('ready'); });
-  process.on('SIGINT', () => server.close(() => process.exit(0)));
+  // Graceful stop (PM2 sends SIGINT). In cluster mode, leave through cluster.worker.disconnect(): it closes the server
+  // and waits for the primary to confirm before the IPC channel closes, so a connection the primary handed over in the
+  // meantime is refused back to it and goes to another worker. Calling process.exit() as soon as server.close()
+  // returns can exit with such a connection in flight, and that client then waits for an answer that never comes.
+  process.on('SIGINT', () => {
+    const cluster = require('cluster');
+    if (!cluster.isWorker) return server.close(() => process.exit(0));
+    cluster.worker.on('disconnect', () => process.exit(0));
+    cluster.worker.disconnect();
+  });
 }
