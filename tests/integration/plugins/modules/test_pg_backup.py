@@ -606,12 +606,36 @@ def databases_like(stack, pattern):
                               (pattern,))]
 
 
-def test_clean_restore_replaces_the_database_despite_dependent_objects(backup, make_db, stack):
+@pytest.fixture
+def reader_role(stack):
+    """A role to grant database privileges to; DROP OWNED revokes them everywhere before it is dropped."""
+    name = 'reader_%s' % uuid.uuid4().hex[:8]
+    sql(stack, 'postgres', 'CREATE ROLE %s' % name)
+    yield name
+    sql(stack, 'postgres', 'DROP OWNED BY %s; DROP ROLE %s' % (name, name))
+
+
+def database_acl(stack, db):
+    return sorted(sql(stack, 'postgres', """
+        SELECT pg_get_userbyid(a.grantor), CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+               a.privilege_type, a.is_grantable
+        FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s""", (db,)))
+
+
+def test_clean_restore_replaces_the_database_despite_dependent_objects(backup, make_db, stack, reader_role):
     """pg_restore --clean cannot drop a table a materialized view created since depends on; the module restores
     into a new database and swaps it in, so objects created after the backup are gone and the data is the backup's."""
     db = make_db(rows=60)
     sql(stack, db, 'CREATE MATERIALIZED VIEW public.user_count AS SELECT count(*) AS n FROM public.users')
     sql(stack, 'postgres', "ALTER DATABASE %s SET work_mem = '7MB'" % db)
+    # Database-level properties the archive does not hold: privileges, a role's setting in it, limit, comment.
+    sql(stack, 'postgres', """REVOKE ALL ON DATABASE {db} FROM PUBLIC;
+        GRANT CONNECT ON DATABASE {db} TO {role}; GRANT TEMPORARY ON DATABASE {db} TO {role} WITH GRANT OPTION;
+        ALTER ROLE {role} IN DATABASE {db} SET statement_timeout = '5s';
+        ALTER DATABASE {db} CONNECTION LIMIT 40; COMMENT ON DATABASE {db} IS 'cases, production'""".format(
+        db=db, role=reader_role))
+    acl = database_acl(stack, db)
+    assert (reader_role, 'TEMPORARY', True) in [a[1:] for a in acl] and 'PUBLIC' not in [a[1] for a in acl], acl
     taken = backup(db=db, label='pre_migration')['backup']
     # After the backup: a materialized view over a table in the archive, a new table, changed data.
     sql(stack, db, """CREATE MATERIALIZED VIEW sales.big_orders AS SELECT * FROM sales.orders WHERE total > 10;
@@ -641,9 +665,14 @@ def test_clean_restore_replaces_the_database_despite_dependent_objects(backup, m
     # The database keeps its owner, encoding, locale and settings.
     assert sql(stack, 'postgres', 'SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate '
                'FROM pg_database WHERE datname = %s', (db,)) == owner
-    settings = sql(stack, 'postgres', 'SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d '
-                   'ON d.oid = s.setdatabase WHERE d.datname = %s', (db,))
-    assert settings == [(['work_mem=7MB'],)]
+    settings = sorted(sql(stack, 'postgres', "SELECT coalesce(r.rolname, '*'), s.setconfig FROM pg_db_role_setting s "
+                   'JOIN pg_database d ON d.oid = s.setdatabase LEFT JOIN pg_roles r ON r.oid = s.setrole '
+                   'WHERE d.datname = %s', (db,)))
+    assert settings == [('*', ['work_mem=7MB']), (reader_role, ['statement_timeout=5s'])]
+    # ... and its privileges, connection limit and comment.
+    assert database_acl(stack, db) == acl
+    assert sql(stack, 'postgres', 'SELECT d.datconnlimit, shobj_description(d.oid, %s) FROM pg_database d '
+               'WHERE d.datname = %s', ('pg_database', db)) == [(40, 'cases, production')]
 
     # Without a safety backup the replaced database is kept (its name is returned), unless keep_previous=false.
     sql(stack, db, 'CREATE TABLE public.created_again (id int)')
