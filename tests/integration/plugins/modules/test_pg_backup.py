@@ -666,8 +666,8 @@ def test_clean_restore_replaces_the_database_despite_dependent_objects(backup, m
     assert sql(stack, 'postgres', 'SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate '
                'FROM pg_database WHERE datname = %s', (db,)) == owner
     settings = sorted(sql(stack, 'postgres', "SELECT coalesce(r.rolname, '*'), s.setconfig FROM pg_db_role_setting s "
-                   'JOIN pg_database d ON d.oid = s.setdatabase LEFT JOIN pg_roles r ON r.oid = s.setrole '
-                   'WHERE d.datname = %s', (db,)))
+                          'JOIN pg_database d ON d.oid = s.setdatabase LEFT JOIN pg_roles r ON r.oid = s.setrole '
+                          'WHERE d.datname = %s', (db,)))
     assert settings == [('*', ['work_mem=7MB']), (reader_role, ['statement_timeout=5s'])]
     # ... and its privileges, connection limit and comment.
     assert database_acl(stack, db) == acl
