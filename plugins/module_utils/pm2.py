@@ -14,7 +14,15 @@ import os
 import re
 import time
 
-from ansible_collections.runbook.deploy.plugins.module_utils.command import last_lines
+try:
+    from urllib.parse import urlsplit, urlunsplit, unquote
+except ImportError:  # pragma: no cover
+    from urlparse import urlsplit, urlunsplit
+    from urllib import unquote
+
+from ansible_collections.runbook.deploy.plugins.module_utils.command import is_secret_name, last_lines
+
+MASK = '********'
 
 # Print an ecosystem file's apps as JSON: names, modes, instances and the env names each app knows.
 ECOSYSTEM_READER = r'''
@@ -120,6 +128,57 @@ def daemon_running(pm2_home):
     except (OSError, ValueError):
         return False
     return True
+
+
+def url_credentials(url):
+    """The secrets a URL carries in its userinfo (user:password@), as written and decoded; [] if none."""
+    try:
+        parts = urlsplit(url or '')
+    except ValueError:
+        return []
+    userinfo = parts.netloc.rpartition('@')[0] if '@' in parts.netloc else ''
+    if not userinfo:
+        return []
+    found = [userinfo, unquote(userinfo)]
+    password = userinfo.partition(':')[2]
+    if password:
+        found += [password, unquote(password)]
+    return sorted(set(v for v in found if v), key=len, reverse=True)
+
+
+def redact_url(url):
+    """url with its userinfo (user:password@) replaced by a mask, for messages."""
+    try:
+        parts = urlsplit(url or '')
+    except ValueError:
+        return MASK
+    if '@' not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc='%s@%s' % (MASK, parts.netloc.rpartition('@')[2])))
+
+
+def redact(text, url):
+    """text with url shown redacted, and any credential of url masked wherever else it appears."""
+    text = (text or '').replace(url, redact_url(url)) if url else (text or '')
+    for secret in url_credentials(url):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def daemon_secret_names(pm2_home):
+    """(pid, names) of the credential-like variables in the environment of the PM2 daemon for pm2_home.
+
+    Only names: the values stay where they are.  (None, []) when no daemon runs or it cannot be read.
+    """
+    try:
+        with open(os.path.join(pm2_home, 'pm2.pid')) as handle:
+            pid = int(handle.read().strip())
+        with open('/proc/%d/environ' % pid, 'rb') as handle:
+            data = handle.read()
+    except (OSError, ValueError):
+        return None, []
+    names = [item.split(b'=', 1)[0].decode('utf-8', 'replace') for item in data.split(b'\0') if b'=' in item]
+    return pid, sorted(n for n in names if is_secret_name(n))
 
 
 def tail(path, lines=20):

@@ -51,6 +51,7 @@ options:
       - Pass C(--update-env), so a restart or reload also refreshes the variables PM2 took from the environment
         pm2 was started in. Without it PM2 keeps a running app's environment when restarted by name; with an
         ecosystem file and O(env), PM2 7 applies the ecosystem's C(env)/C(env_<env>) blocks either way.
+      - That environment is the minimal one the module gives pm2 (see the notes), never the task's.
     type: bool
     default: false
   save:
@@ -74,7 +75,10 @@ options:
     type: int
     default: 3
   ready_url:
-    description: An HTTP(S) URL that must answer with a 2xx status before the task succeeds (for example the health endpoint).
+    description:
+      - An HTTP(S) URL that must answer with a 2xx status before the task succeeds (for example the health endpoint).
+      - Credentials in it (V(http://user:password@host/health)) are sent as basic authentication and masked in
+        messages, warnings and results.
     type: str
   timeout:
     description: Seconds to wait for stability and O(ready_url) before failing.
@@ -90,11 +94,19 @@ attributes:
     description:
       - Reads the process list and the ecosystem and reports what would be done.
       - Runs no pm2 command that changes anything, and does not start a PM2 daemon.
+      - Runs nothing of the app's either. A C(.json) ecosystem is read; a C(.js) or C(.cjs) one is code (reading
+        it runs it), so it is not read: app and env names are then not checked against it, and RV(unpredicted)
+        says so.
   diff_mode:
     support: full
     description: Shows each app's status before and after.
 notes:
   - Results never contain a process's environment (C(pm2 jlist) carries all of it, secrets included).
+  - pm2, the PM2 daemon it may start and so every app get a minimal environment (C(PATH), C(HOME), locale,
+    C(TZ), C(TMPDIR), C(NODE_PATH)/C(NODE_OPTIONS)/C(NODE_EXTRA_CA_CERTS) and a few more, plus C(PM2_HOME)),
+    never the task's or the controller's (AWS keys, tokens, passwords): give an app its variables in the
+    ecosystem file's C(env)/C(env_<env>) blocks. A daemon that already runs keeps the environment it was
+    started with, and cluster-mode apps inherit it: the module warns when that environment holds credentials.
   - In fork mode C(pm2 reload) is a restart; only cluster mode with the app online reloads without downtime.
   - For a reload that loses no request, a cluster-mode app should leave on C(SIGINT) by calling C(disconnect) on
     C(cluster.worker) and exit on the worker's C(disconnect) event. An app that exits as soon as its server's
@@ -183,6 +195,14 @@ actions:
   returned: always
   type: dict
   sample: {"pfa-backend": "reload", "pfa-sync-worker": "none"}
+unpredicted:
+  description:
+    - In check mode, what could not be predicted without running anything of the app's (for example the app
+      and env names, when the ecosystem is a C(.js) file, which is not executed). Empty otherwise.
+  returned: always
+  type: list
+  elements: str
+  sample: ["app and env names were not checked against ecosystem /srv/app/current/ecosystem.config.js: it is JavaScript, and reading it would run it"]
 executed_commands:
   description: The pm2 commands run, in order.
   returned: always
@@ -215,6 +235,12 @@ class Pm2Service(object):
         self.cwd = self.p['cwd'] or (os.path.dirname(os.path.abspath(self.p['ecosystem'])) if self.p['ecosystem'] else None)
         self.pm2 = None
         self.apps = None
+        self.actions = None
+        self.changed = False  # set once a command that changes PM2's state has been started
+        self.unpredicted = []
+        # ready_url may carry user:password@: keep it out of everything the module prints or returns,
+        # the arguments Ansible echoes back (invocation) included.
+        module.no_log_values.update(pm2lib.url_credentials(self.p['ready_url']))
 
     # -- inputs ------------------------------------------------------------------------------
     def prepare(self):
@@ -232,7 +258,13 @@ class Pm2Service(object):
             raise pm2lib.Pm2Error('stable_for must be 0 or more and timeout 1 or more')
         if p['env'] and not p['ecosystem']:
             raise pm2lib.Pm2Error('env needs ecosystem: PM2 reads env_<name> blocks from the ecosystem file')
-        if p['ecosystem']:
+        if p['ecosystem'] and self.module.check_mode and not p['ecosystem'].endswith('.json'):
+            # A JavaScript ecosystem is code: require()-ing it runs whatever it does (pm2 would too). Check
+            # mode runs nothing of the app's, so it predicts from pm2 jlist and the names given instead.
+            self.unpredicted.append(
+                'app and env names were not checked against ecosystem %s: it is JavaScript, and reading it would '
+                'run it; an app PM2 does not know yet is predicted to start' % p['ecosystem'])
+        elif p['ecosystem']:
             self.apps = self.load_ecosystem(p['ecosystem'])
             known = [a['name'] for a in self.apps['apps']]
             for name in p['name']:
@@ -330,6 +362,9 @@ class Pm2Service(object):
             if action == 'reload' and mine and all(pm2lib.mode_of(i) == 'fork' for i in mine):
                 self.module.warn("'%s' runs in fork mode: pm2 reload restarts it (downtime); use exec_mode cluster "
                                  "for zero-downtime reloads" % name)
+            # Before the command: even when it, or the wait after it, fails, PM2 may have started, stopped or
+            # restarted something, and the task must not say it changed nothing.
+            self.changed = True
             self.pm2_cmd(action, name)
 
     def expected_instances(self, name, procs):
@@ -384,15 +419,26 @@ class Pm2Service(object):
             except Exception as exc:  # pylint: disable=broad-except
                 last = to_native(exc)
             if time.time() >= deadline:
-                raise pm2lib.Pm2Error('ready_url %s did not answer 2xx within %ds: %s' % (url, self.p['timeout'], last))
+                raise pm2lib.Pm2Error(pm2lib.redact('ready_url %s did not answer 2xx within %ds: %s'
+                                                    % (url, self.p['timeout'], last), url))
             time.sleep(0.5)
+
+    def warn_tainted_daemon(self):
+        """A daemon started before (by hand, or by an older run) keeps its environment, and cluster-mode apps
+        inherit it whatever the module passes: say so, naming the variables (never their values)."""
+        pid, names = pm2lib.daemon_secret_names(self.pm2_home)
+        if names:
+            self.module.warn('the PM2 daemon (pid %s, PM2_HOME %s) was started with credentials in its environment '
+                             '(%s), which its cluster-mode apps inherit; restart it from a clean environment (pm2 kill, '
+                             'then run this task again) to drop them' % (pid, self.pm2_home, ', '.join(names)))
 
     def run(self):
         self.prepare()
         before = self.jlist()
-        actions = self.plan(before)
+        self.warn_tainted_daemon()
+        actions = self.actions = self.plan(before)
         changed = any(a != 'none' for a in actions.values())
-        result = dict(changed=changed, actions=actions)
+        result = dict(changed=changed, actions=actions, unpredicted=self.unpredicted)
         after = before
         if changed and not self.module.check_mode:
             started = time.time()
@@ -459,15 +505,20 @@ def main():
         supports_check_mode=True,
     )
     service = Pm2Service(module)
-    base = dict(changed=False, executed_commands=service.runner.executed)
+    base = dict(changed=False, executed_commands=service.runner.executed, unpredicted=service.unpredicted)
     if not module.params['name'] or not all(module.params['name']):
         module.fail_json(msg='name must list at least one app name', **base)
+
+    def failed():
+        # changed tells whether a start, stop, restart, reload or delete had been run before the failure.
+        return dict(base, changed=service.changed, **({'actions': service.actions} if service.actions else {}))
     try:
         result = service.run()
     except (pm2lib.Pm2Error, CommandError) as exc:
-        module.fail_json(msg=to_native(exc), **base)
+        module.fail_json(msg=pm2lib.redact(to_native(exc), module.params['ready_url']), **failed())
     except Exception as exc:  # pylint: disable=broad-except
-        module.fail_json(msg='pm2_service failed unexpectedly: %s' % to_native(exc), exception=traceback.format_exc(), **base)
+        module.fail_json(msg='pm2_service failed unexpectedly: %s' % pm2lib.redact(to_native(exc), module.params['ready_url']),
+                         exception=traceback.format_exc(), **failed())
     base.update(result)
     module.exit_json(**base)
 

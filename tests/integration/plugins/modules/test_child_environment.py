@@ -186,3 +186,17 @@ def test_prisma_gets_its_url_and_no_controller_credential(run_module, canaries, 
         # DATABASE_URL is the module's own (the url option), not the controller's.
         assert ('/%s?' % db) in env['DATABASE_URL'] + '?' and 'canary' not in env['DATABASE_URL']
         assert env['NODE_PATH'] == os.path.join(REPO, 'node_modules')
+
+
+def test_pm2_warns_about_a_daemon_started_with_credentials(run_module, canaries, pm2_app):
+    # A daemon started by hand from a shell holding the keys (or by a run before this fix): it keeps them,
+    # and its cluster-mode apps inherit them whatever the module passes. The module names them, not their values.
+    spawned = subprocess.run([PM2, 'ping'], env=dict(os.environ, PM2_HOME=pm2_app['home']), capture_output=True,
+                             text=True, timeout=60, check=False)
+    assert spawned.returncode == 0, spawned.stderr
+    result = run_module('runbook.deploy.pm2_service', name=[pm2_app['fork']], ecosystem=pm2_app['ecosystem'],
+                        pm2_home=pm2_app['home'], executable=PM2, stable_for=1, timeout=30)
+    assert result.get('failed') is not True, result
+    warnings = [w for w in result.get('warnings', []) if 'started with credentials' in w]
+    assert warnings and all(n in warnings[0] for n in ('AWS_SECRET_ACCESS_KEY', 'FOO_PASSWORD', 'pm2 kill')), result
+    assert leaks({'result': json.dumps(result)}, canaries) == []

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+import uuid
 
 import pytest
 
@@ -196,3 +197,57 @@ def test_broken_ecosystem_is_a_clear_error(pm2, app_dir):
 def test_ready_url_that_never_answers(pm2, app_dir):
     result = pm2(name=['worker'], ready_url='http://127.0.0.1:%d/' % free_port(), timeout=3)
     assert_clear_failure(result, 'ready_url', 'did not answer 2xx')
+
+
+def test_ready_url_credentials_never_shown(pm2, app_dir):
+    secret = 'pw-%s' % uuid.uuid4().hex[:12]
+    url = 'http://deployer:%s@127.0.0.1:%d/health' % (secret, free_port())
+    result = pm2(name=['worker'], ready_url=url, timeout=3)
+    assert_clear_failure(result, 'ready_url http://********@127.0.0.1:', 'did not answer 2xx')
+    # Nowhere: not in the message, the warnings, the echoed arguments (invocation) or any other field.
+    text = json.dumps(result)
+    assert secret not in text and 'deployer:' not in text, text
+
+
+def test_check_mode_runs_nothing_of_the_ecosystem(pm2, app_dir, tmp_path):
+    marker = tmp_path / 'ecosystem-was-executed'
+    with open(app_dir['ecosystem']) as handle:
+        text = handle.read()
+    with open(app_dir['ecosystem'], 'w') as handle:
+        handle.write("require('fs').writeFileSync(%s, 'ran');\n%s" % (json.dumps(str(marker)), text))
+    # Neither without a daemon, nor with one that already runs an app of the ecosystem.
+    check = pm2(check=True, name=['solo', 'worker'], env='production')
+    assert not marker.exists(), 'check mode executed the ecosystem file'
+    assert check['changed'] is True and check['actions'] == {'solo': 'start', 'worker': 'start'}, check
+    assert any('not checked' in n and 'ecosystem' in n for n in check['unpredicted']), check
+    assert check['executed_commands'] == []
+
+    subprocess.run([PM2, 'start', os.path.join(FIXTURES, 'worker.js'), '--name', 'worker'],
+                   env=dict(os.environ, PM2_HOME=app_dir['home']), capture_output=True, check=True)
+    check = pm2(check=True, name=['solo', 'worker'], env='production', state='reloaded')
+    assert not marker.exists(), 'check mode executed the ecosystem file'
+    assert check['actions'] == {'solo': 'start', 'worker': 'reload'}, check
+    assert [c.split()[1] for c in check['executed_commands']] == ['jlist']
+
+
+def test_check_mode_reads_a_json_ecosystem(pm2, app_dir):
+    config = {'apps': [{'name': 'worker', 'script': './worker.js', 'env_production': {'APP_STAGE': 'p'}}]}
+    path = os.path.join(app_dir['path'], 'ecosystem.json')
+    with open(path, 'w') as handle:
+        json.dump(config, handle)
+    check = pm2(check=True, ecosystem=path, name=['worker'], env='production')
+    assert check['changed'] is True and check['actions'] == {'worker': 'start'} and check['unpredicted'] == []
+    assert_clear_failure(pm2(check=True, ecosystem=path, name=['nope']), "app 'nope' is not in ecosystem")
+
+
+def test_crash_loop_after_a_start_reports_changed(pm2, app_dir):
+    name = 'quitter-%s' % uuid.uuid4().hex[:8]
+    with open(app_dir['ecosystem'], 'a') as handle:
+        handle.write("module.exports.apps.push({name: '%s', script: './exit.js', min_uptime: 1000, max_restarts: 50,"
+                     " restart_delay: 100});\n" % name)
+    result = pm2(name=[name], timeout=20)
+    assert_clear_failure(result, "app '%s'" % name, 'exiting at start')
+    # The module did start it (PM2 keeps the app, errored): the task changed the host although it failed.
+    assert result['changed'] is True, result
+    assert result['actions'] == {name: 'start'}
+    assert [p['name'] for p in jlist(app_dir['home'])] == [name]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -78,3 +81,30 @@ def test_restarts_reset_the_clock_and_a_crash_loop_is_reported():
     assert watch.observe([proc('worker', 0, restarts=3, uptime_ms=1006000, pid=9)]) == 'crashing'
     errored = pm2.StabilityWatch('worker', expected=1, stable_for=2, clock=clock)
     assert errored.observe([proc('worker', 0, status='errored')]) == 'crashing'
+
+
+@pytest.mark.parametrize('url,shown,secrets', [
+    ('http://deployer:s3cret@127.0.0.1:8080/health', 'http://********@127.0.0.1:8080/health', ['s3cret', 'deployer:s3cret']),
+    ('https://ghp_token@example.com/ready?x=1', 'https://********@example.com/ready?x=1', ['ghp_token']),
+    ('http://u%40corp:p%3Aw%40rd@h/x', 'http://********@h/x', ['p:w@rd', 'p%3Aw%40rd', 'u@corp:p:w@rd']),
+    ('http://127.0.0.1:3000/health', 'http://127.0.0.1:3000/health', []),
+    ('http://h/path@not-userinfo', 'http://h/path@not-userinfo', []),
+])
+def test_ready_url_credentials_are_redacted(url, shown, secrets):
+    assert pm2.redact_url(url) == shown
+    assert set(secrets) <= set(pm2.url_credentials(url))
+    text = pm2.redact('ready_url %s failed: %s' % (url, ' '.join(secrets)), url)
+    assert text.startswith('ready_url %s failed' % shown)
+    assert not any(s in text for s in secrets), text
+
+
+def test_daemon_secret_names_reads_names_only(tmp_path):
+    child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'],
+                             env={'PATH': os.environ['PATH'], 'AWS_SECRET_ACCESS_KEY': 'canary', 'LANG': 'C'})
+    try:
+        (tmp_path / 'pm2.pid').write_text(str(child.pid))
+        assert pm2.daemon_secret_names(str(tmp_path)) == (child.pid, ['AWS_SECRET_ACCESS_KEY'])
+    finally:
+        child.kill()
+        child.wait()
+    assert pm2.daemon_secret_names(str(tmp_path / 'nowhere')) == (None, [])
