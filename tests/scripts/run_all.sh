@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# `make test`: install what is needed, start the local stack, run every test layer, print each layer's time.
-# The stack is stopped at the end only if this run started it. Exit code: 0 when every layer passed.
+# `make test`: install what is needed, start the local stack, run every test layer, print each layer's time and
+# the whole run's. The stack is stopped at the end only if this run started it. Exit code: 0 when every layer passed.
 # Choose layers with LAYERS="sanity lint pytest molecule" (default: all).
+#
+# The layers run at the same time (LAYERS_IN_SERIES=1 runs them one after the other): most of the suite's time is
+# waiting (Ansible's start-up, PM2, PostgreSQL, the Prisma CLI's idle), not CPU, so on two cores the static checks,
+# the pytest workers (PYTEST_WORKERS, default 4) and the molecule scenarios (MOLECULE_JOBS, default 3) overlap.
+# Every test has its own databases, buckets, PM2 homes and ports, so nothing they share is written twice.
+# Each layer's output goes to .cache/layers/<layer>.log and is printed whole when the layer ends.
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 cd "$repo" || exit 1
@@ -22,7 +28,12 @@ if .venv/bin/python tests/stack/stack.py status >/dev/null 2>&1; then
         stack_was_running=0
     fi
 fi
+layer_pids=()
 stop_stack() {
+    # Layers still running (the run was interrupted) end first: they use the stack.
+    for pid in "${layer_pids[@]}"; do
+        kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+    done
     if ((stack_was_running == 0)); then
         .venv/bin/python tests/stack/stack.py stop >/dev/null 2>&1 || true
         rm -f "$marker"
@@ -31,39 +42,94 @@ stop_stack() {
 trap stop_stack EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+stack_t0=$SECONDS
 .venv/bin/python tests/stack/stack.py start || exit 1
+stack_seconds=$((SECONDS - stack_t0))
 if ((stack_was_running == 0)); then
     echo $$ > "$marker"
 fi
 # shellcheck disable=SC1091
 source "${RUNBOOK_STACK_DIR:-$repo/.stack}/stack.env"
 
-declare -a names=() results=() seconds=()
+logs="$repo/.cache/layers"
+mkdir -p "$logs"
+layer_command() {
+    case "$1" in
+        sanity) echo "ansible-test sanity|tests/sanity/run.sh" ;;
+        lint) echo "ansible-lint (production profile)|tests/lint/run.sh" ;;
+        pytest) echo "unit + integration (pytest)|.venv/bin/pytest -p no:randomly -q -W ignore::DeprecationWarning -n ${PYTEST_WORKERS:-4} --dist worksteal --durations=25" ;;
+        molecule) echo "molecule|tests/scripts/molecule_all.sh" ;;
+        *) return 1 ;;
+    esac
+}
+# Runs one layer with its output in its log; its exit code and seconds go into <layer>.status.
 run_layer() {
-    local name="$1"
-    shift
-    printf '\n===== %s =====\n' "$name"
-    local t0=$SECONDS
-    "$@"
-    local rc=$?
-    names+=("$name")
-    seconds+=($((SECONDS - t0)))
-    if ((rc == 0)); then results+=(passed); else results+=("FAILED (exit $rc)"); fi
+    local layer="$1" spec t0=$SECONDS rc
+    spec="$(layer_command "$layer")"
+    # shellcheck disable=SC2086 # the command line is split on purpose
+    ${spec#*|} >"$logs/$layer.log" 2>&1
+    rc=$?
+    echo "$rc $((SECONDS - t0))" >"$logs/$layer.status"
 }
 
 layers="${LAYERS:-sanity lint pytest molecule}"
 for layer in $layers; do
-    case "$layer" in
-        sanity) run_layer "ansible-test sanity" tests/sanity/run.sh ;;
-        lint) run_layer "ansible-lint (production profile)" tests/lint/run.sh ;;
-        pytest) run_layer "unit + integration (pytest)" .venv/bin/pytest -p no:randomly -q -W ignore::DeprecationWarning ;;
-        molecule) run_layer "molecule" tests/scripts/molecule_all.sh ;;
-        *) echo "unknown layer: $layer" >&2; exit 2 ;;
-    esac
+    layer_command "$layer" >/dev/null || { echo "unknown layer: $layer" >&2; exit 2; }
+    rm -f "$logs/$layer.status"
 done
+
+declare -a names=() results=() seconds=()
+finish_layer() {
+    local layer="$1" spec rc secs
+    spec="$(layer_command "$layer")"
+    read -r rc secs <"$logs/$layer.status"
+    printf '\n===== %s (%ss) =====\n' "${spec%%|*}" "$secs"
+    cat "$logs/$layer.log"
+    names+=("${spec%%|*}")
+    seconds+=("$secs")
+    if ((rc == 0)); then results+=(passed); else results+=("FAILED (exit $rc)"); fi
+}
+
+if [[ "${LAYERS_IN_SERIES:-0}" == 1 ]]; then
+    for layer in $layers; do
+        run_layer "$layer"
+        finish_layer "$layer"
+    done
+else
+    # The static checks (CPU-bound) one after the other, beside pytest and molecule.
+    declare -A group=()
+    for layer in $layers; do
+        case "$layer" in
+            sanity|lint) group[static]+="$layer " ;;
+            *) group[$layer]="$layer" ;;
+        esac
+    done
+    # Job control gives each group its own process group, so an interrupted run can end a whole group.
+    set -m
+    for key in "${!group[@]}"; do
+        # shellcheck disable=SC2086
+        (for layer in ${group[$key]}; do run_layer "$layer"; done) &
+        layer_pids+=($!)
+    done
+    set +m
+    printf 'running at once: %s\n' "$(for key in "${!group[@]}"; do printf '[%s] ' "${group[$key]% }"; done)"
+    pending=" $layers "
+    while [[ -n "${pending// /}" ]]; do
+        sleep 1
+        for layer in $pending; do
+            if [[ -f "$logs/$layer.status" ]]; then
+                finish_layer "$layer"
+                pending="${pending/ $layer / }"
+            fi
+        done
+    done
+    wait
+    layer_pids=()
+fi
 
 printf '\n===== summary =====\n'
 failed=0
+printf '%-40s %-18s %4ss\n' "local stack start" "" "$stack_seconds"
 for i in "${!names[@]}"; do
     printf '%-40s %-18s %4ss\n' "${names[$i]}" "${results[$i]}" "${seconds[$i]}"
     [[ "${results[$i]}" == passed ]] || failed=$((failed + 1))
