@@ -95,7 +95,7 @@ attributes:
       - Reads the process list and the ecosystem and reports what would be done.
       - Runs no pm2 command that changes anything, and does not start a PM2 daemon.
       - Runs nothing of the app's either. A C(.json) ecosystem is read; a C(.js) or C(.cjs) one is code (reading
-        it runs it), so it is not read: app and env names are then not checked against it, and RV(unpredicted)
+        it runs it), so it is not read; app and env names are then not checked against it, and RV(unpredicted)
         says so.
   diff_mode:
     support: full
@@ -104,9 +104,9 @@ notes:
   - Results never contain a process's environment (C(pm2 jlist) carries all of it, secrets included).
   - pm2, the PM2 daemon it may start and so every app get a minimal environment (C(PATH), C(HOME), locale,
     C(TZ), C(TMPDIR), C(NODE_PATH)/C(NODE_OPTIONS)/C(NODE_EXTRA_CA_CERTS) and a few more, plus C(PM2_HOME)),
-    never the task's or the controller's (AWS keys, tokens, passwords): give an app its variables in the
+    never the task's or the controller's (AWS keys, tokens, passwords). Give an app its variables in the
     ecosystem file's C(env)/C(env_<env>) blocks. A daemon that already runs keeps the environment it was
-    started with, and cluster-mode apps inherit it: the module warns when that environment holds credentials.
+    started with, and cluster-mode apps inherit it; the module warns when that environment holds credentials.
   - In fork mode C(pm2 reload) is a restart; only cluster mode with the app online reloads without downtime.
   - For a reload that loses no request, a cluster-mode app should leave on C(SIGINT) by calling C(disconnect) on
     C(cluster.worker) and exit on the worker's C(disconnect) event. An app that exits as soon as its server's
@@ -511,7 +511,11 @@ def main():
 
     def failed():
         # changed tells whether a start, stop, restart, reload or delete had been run before the failure.
-        return dict(base, changed=service.changed, **({'actions': service.actions} if service.actions else {}))
+        result = dict(base)
+        result['changed'] = service.changed
+        if service.actions:
+            result['actions'] = service.actions
+        return result
     try:
         result = service.run()
     except (pm2lib.Pm2Error, CommandError) as exc:
