@@ -429,8 +429,9 @@ class Pm2Service(object):
         pid, names = pm2lib.daemon_secret_names(self.pm2_home)
         if names:
             self.module.warn('the PM2 daemon (pid %s, PM2_HOME %s) was started with credentials in its environment '
-                             '(%s), which its cluster-mode apps inherit; restart it from a clean environment (pm2 kill, '
-                             'then run this task again) to drop them' % (pid, self.pm2_home, ', '.join(names)))
+                             '(%s), which its cluster-mode apps inherit; to drop them, restart the daemon from a clean '
+                             'environment: pm2 kill (it stops every app of this PM2_HOME), then run this task again'
+                             % (pid, self.pm2_home, ', '.join(names)))
 
     def run(self):
         self.prepare()
