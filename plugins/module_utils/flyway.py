@@ -113,6 +113,22 @@ def location_dirs(locations, working_dir):
     return dirs
 
 
+# Flyway's default SQL migration names: V<version>__<description>.sql (versioned), R__<description>.sql
+# (repeatable), U<version>__ (undo) and B<version>__ (baseline migrations of the paid editions).
+MIGRATION_FILE_RE = re.compile(r'^[VRUB][^_]*__.*\.sql$', re.I)
+
+
+def count_migration_files(directory, any_name=False):
+    """Files under directory (Flyway scans subfolders too) named like Flyway SQL migrations, or with any_name
+    (the naming is configured elsewhere) any file; hidden files and folders (.gitkeep, .git) are skipped."""
+    found = 0
+    for dummy_root, dirs, files in os.walk(directory):
+        dirs[:] = [d for d in dirs if not d.startswith('.')]
+        found += sum(1 for name in files
+                     if not name.startswith('.') and (any_name or MIGRATION_FILE_RE.match(name)))
+    return found
+
+
 def flyway_location(location, absolute):
     """The location as passed to Flyway: filesystem: with an absolute path (Flyway's default prefix is classpath:)."""
     return 'filesystem:%s' % absolute if not location.startswith(('classpath:', 's3:', 'gcs:')) else location

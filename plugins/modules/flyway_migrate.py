@@ -62,6 +62,16 @@ options:
     type: list
     elements: str
     default: []
+  allow_empty:
+    description:
+      - Accept O(locations) that are missing or hold no migration; Flyway then runs and finds nothing to do.
+      - Without it the task fails, naming O(locations) and the folders, when every location is a local folder and
+        none holds a file named like a Flyway SQL migration (C(V<version>__<description>.sql),
+        C(R__<description>.sql), also in subfolders; with O(config_files) or C(-sqlMigration*) flags in
+        O(extra_args), any file), because that is nearly always a wrong path. Set it for a brand-new project
+        that has no migrations yet.
+    type: bool
+    default: false
   url:
     description:
       - The database, as a JDBC URL (V(jdbc:postgresql://db.internal:5432/app)) or as a C(postgres://) URL
@@ -333,12 +343,14 @@ class FlywayMigrate(object):
         local = dict(fw.location_dirs(p['locations'], self.cwd))
         for location in p['locations']:
             if location in local:
-                if not os.path.isdir(local[location]):
+                if not os.path.isdir(local[location]) and not p['allow_empty']:
                     raise fw.FlywayError("locations: directory '%s' does not exist (%s); Flyway would only warn and find "
-                                         "no migrations" % (location, local[location]))
+                                         "no migrations. Fix the path, or set allow_empty=true for a new project without "
+                                         "migrations yet" % (location, local[location]))
                 self.locations.append(fw.flyway_location(location, local[location]))
             else:
                 self.locations.append(location)
+        self.refuse_empty_locations(local)
         fw.check_extra_args(p['extra_args'])
         self.target = fw.normalize_target(p['target'])
         if self.target and p['command'] in ('repair', 'baseline'):
@@ -361,6 +373,25 @@ class FlywayMigrate(object):
                                  'config_files set flyway.url')
         if self.password:
             self.runner.mask.append(self.password)
+
+    def refuse_empty_locations(self, local):
+        """Local locations without a single migration are nearly always a wrong path: Flyway would report nothing
+        pending and succeed. Locations Flyway resolves itself (classpath:, s3:) are not looked into."""
+        p = self.params
+        if p['allow_empty'] or not p['locations'] or len(local) != len(p['locations']):
+            return
+        # Custom file naming (flags or configuration files) cannot be judged by Flyway's default names.
+        any_name = bool(self.config_files) or any(
+            arg.lstrip('-').startswith(('sqlMigration', 'repeatableSqlMigration')) for arg in p['extra_args'])
+        if sum(fw.count_migration_files(path, any_name) for path in local.values() if os.path.isdir(path)):
+            return
+        raise fw.FlywayError(
+            'locations: %s hold%s no migrations (no %s file), so Flyway would report nothing pending; this is nearly '
+            'always a wrong path. Point locations at the migrations folder, or set allow_empty=true for a new project '
+            'without migrations yet' % (', '.join("'%s'" % path for path in local.values()),
+                                        's' if len(local) == 1 else '',
+                                        'V<version>__<description>.sql or R__<description>.sql' if not any_name
+                                        else 'migration'))
 
     def find_executable(self, name):
         if '/' in name:
@@ -538,6 +569,7 @@ def main():
             working_dir=dict(type='path'),
             config_files=dict(type='list', elements='path', default=[]),
             locations=dict(type='list', elements='str', default=[]),
+            allow_empty=dict(type='bool', default=False),
             url=dict(type='str', no_log=True),
             user=dict(type='str'),
             password=dict(type='str', no_log=True),

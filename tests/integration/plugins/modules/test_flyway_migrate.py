@@ -361,6 +361,33 @@ def test_bad_inputs_fail_clearly(flyway, project, make_db, stack, tmp_path):
     assert not table_exists(stack, db, 'flyway_schema_history')
 
 
+def test_locations_without_migrations_fail_naming_locations(flyway, project, make_db, stack, tmp_path):
+    """An empty or missing migrations folder is nearly always a wrong path: no "nothing pending" (issue 15, item 10)."""
+    db = make_db('fw', rows=None)
+    empty = tmp_path / 'empty'
+    (empty / 'nested').mkdir(parents=True)
+    (empty / '.gitkeep').write_text('')
+    (empty / 'README.md').write_text('migrations go here\n')
+    missing = tmp_path / 'missing'
+    for command in ('migrate', 'info', 'validate'):
+        for folder in (empty, 'filesystem:%s' % empty):
+            result = flyway(db, command=command, locations=[str(folder)])
+            assert_clear_failure(result, 'locations', str(empty), 'no migrations', 'allow_empty')
+            assert result['executed_commands'] == []
+        assert_clear_failure(flyway(db, command=command, locations=[str(missing)]), 'locations', str(missing),
+                             'allow_empty')
+    # A migration in any of the locations (here a subfolder, which Flyway scans too) is enough.
+    (empty / 'nested' / 'V1__customers.sql').write_text(V1)
+    checked = flyway(db, check=True, locations=[project.path, str(empty)])
+    assert not checked.get('failed'), checked
+    assert [e['version'] for e in checked['applied']] == ['1'], checked['applied']
+    # A brand-new project opts out: Flyway runs and finds nothing to do.
+    opted = flyway(db, locations=[project.path], allow_empty=True)
+    assert not opted.get('failed'), opted
+    assert opted['changed'] is False and opted['applied'] == []
+    assert not table_exists(stack, db, 'customers')
+
+
 def test_password_never_on_a_command_line_nor_in_results(flyway, project, make_db, stack):
     project(V1__slow='SELECT pg_sleep(1.5);\n' + V1)
     db = make_db('fw', rows=None)

@@ -36,6 +36,8 @@ def run(monkeypatch, tmp_path, run_main):
     exe.write_text('#!/bin/sh\n')
     exe.chmod(0o755)
     (tmp_path / 'db').mkdir()
+    # A folder without migrations fails before Flyway runs (issue 15, item 10): the folder holds one.
+    (tmp_path / 'db' / 'V1__init.sql').write_text('SELECT 1;\n')
 
     def call(outputs, check=False, **args):
         calls = []
