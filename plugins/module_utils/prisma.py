@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - Python 2 is not supported
     pass
 
 from ansible_collections.runbook.deploy.plugins.module_utils import postgres as pg
-from ansible_collections.runbook.deploy.plugins.module_utils.command import describe_rc, find_tool
+from ansible_collections.runbook.deploy.plugins.module_utils.command import PrivateWorkspace, describe_rc, find_tool
 
 MIGRATIONS_TABLE = '_prisma_migrations'
 # The key Prisma's schema engine passes to pg_advisory_lock() while it migrates (sql-schema-connector).
@@ -139,11 +139,18 @@ def unpadded(hex_checksum):
         return hex_checksum
 
 
-def local_migrations(directory):
-    """The migrations in a Prisma migrations folder, in Prisma's order (folder names sorted)."""
+def local_migrations(directory, allow_empty=False):
+    """The migrations in a Prisma migrations folder, in Prisma's order (folder names sorted).
+
+    A missing folder, or one without any ``<name>/migration.sql``, is nearly always a wrong path (the CLI would
+    report "No pending migrations to apply."): PrismaError unless allow_empty (a new project without migrations).
+    """
     if not os.path.isdir(directory):
-        raise PrismaError('migrations folder %s does not exist; set migrations_path (or schema) to where the '
-                          "project's migrations are" % directory)
+        if allow_empty:
+            return []
+        raise PrismaError('migrations_path: the migrations folder %s does not exist; set migrations_path (or schema) '
+                          "to where the project's migrations are, or allow_empty=true for a new project without "
+                          'migrations yet' % directory)
     found = []
     for name in sorted(os.listdir(directory)):
         script = os.path.join(directory, name, MIGRATION_FILE)
@@ -153,6 +160,11 @@ def local_migrations(directory):
                 checksums = script_checksums(handle.read())
             found.append(dict(name=name, path=os.path.join(directory, name), checksum=checksums[0],
                               checksums=checksums, down_script=down if os.path.isfile(down) else None))
+    if not found and not allow_empty:
+        raise PrismaError('migrations_path: %s has no migrations (no <name>/%s in it), so nothing would ever be '
+                          "pending; this is nearly always a wrong path: set migrations_path (or schema) to where the "
+                          "project's migrations are, or allow_empty=true for a new project without migrations yet"
+                          % (directory, MIGRATION_FILE))
     return found
 
 
@@ -283,6 +295,160 @@ def unknown_migration(name, known):
             'name (%s)' % (name, MIGRATIONS_TABLE, ', '.join(near) if near else 'the folder has no migrations'))
 
 
+# -- which statements of a failed migration were committed ---------------------------------------
+# Prisma's JavaScript schema engine (a driver adapter in prisma.config.ts) hands a migration script to the
+# adapter's executeScript(), which in @prisma/adapter-pg 6.19 is
+#     script.split(";").map((stmt) => stmt.trim()).filter((stmt) => stmt.length > 0)
+# and runs each piece with its own client.query(), in autocommit: every statement before the failing one is
+# committed, and Prisma's error does not say which one failed (applied_steps_count stays 0). Prisma's native
+# schema engine and this module's native engine send the whole script as one simple query instead: PostgreSQL
+# runs it as one implicit transaction, so nothing of a failing script stays, unless the script has its own
+# COMMIT. To know which statement failed under the JavaScript engine, the module loads STATEMENT_RECORDER
+# into the CLI (NODE_OPTIONS=--require): it notes, for each query node-postgres runs without parameters,
+# "ok" or "error" and the sha256 of the query text; never the text itself, never a parameter.
+STATEMENT_LOG_ENV = 'RUNBOOK_PRISMA_STATEMENT_LOG'
+STATEMENT_RECORDER = r"""// runbook.deploy.prisma_migrate: loaded into the Prisma CLI (NODE_OPTIONS=--require) during migrate deploy.
+// Notes "ok <sha256>" or "error <sha256>" for every query node-postgres runs without parameters (Prisma's
+// driver adapter runs migration statements so), so the module can tell which statements of a failed
+// migration were committed. It records no query text and no parameter, and never changes what runs.
+'use strict';
+const log = process.env.RUNBOOK_PRISMA_STATEMENT_LOG;
+if (log) {
+  const Module = require('module');
+  const fs = require('fs');
+  const crypto = require('crypto');
+  const note = (line) => { try { fs.appendFileSync(log, line + '\n'); } catch (e) { /* never break Prisma */ } };
+  const patch = (pg) => {
+    const Client = pg.Client;
+    if (Client.prototype.__runbookRecorded) return;
+    const query = Client.prototype.query;
+    Client.prototype.query = function (text, values, callback) {
+      if (typeof text !== 'string' || !(values === undefined || typeof values === 'function')) {
+        return query.apply(this, arguments);
+      }
+      const digest = crypto.createHash('sha256').update(text, 'utf8').digest('hex');
+      const done = typeof values === 'function' ? values : callback;
+      if (typeof done === 'function') {
+        return query.call(this, text, (err, res) => { note((err ? 'error ' : 'ok ') + digest); return done(err, res); });
+      }
+      const result = query.call(this, text);
+      if (result && typeof result.then === 'function') {
+        result.then(() => note('ok ' + digest), () => note('error ' + digest));
+      }
+      return result;
+    };
+    Client.prototype.__runbookRecorded = true;
+    note('recording');
+  };
+  const load = Module._load;
+  Module._load = function () {
+    const exported = load.apply(this, arguments);
+    try {
+      if (exported && typeof exported.Client === 'function' && typeof exported.Pool === 'function' &&
+          exported.Client.prototype && typeof exported.Client.prototype.query === 'function') {
+        patch(exported);
+      }
+    } catch (e) { /* never break Prisma */ }
+    return exported;
+  };
+}
+"""
+JS_ENGINE_MARKERS = ('using driver adapter', 'external connector error')
+JS_TRIM = re.compile(r'^[\s\ufeff]+|[\s\ufeff]+$')
+SQL_COMMENT_LINE = re.compile(r'^\s*--.*$', re.M)
+TRANSACTION_CONTROL = re.compile(r'^(?:COMMIT|END|ROLLBACK|ABORT|BEGIN|START\s+TRANSACTION)\b', re.I)
+
+
+def js_statements(script):
+    """A script split as Prisma's JavaScript engine splits it (on every ';', trimmed, empty pieces dropped)."""
+    pieces = (JS_TRIM.sub('', piece) for piece in script.split(';'))
+    return [piece for piece in pieces if piece]
+
+
+def statement_digest(text):
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()
+
+
+def short_statement(text, width=100):
+    """A statement for a message: its comment lines dropped, whitespace folded, cut at width."""
+    folded = ' '.join(SQL_COMMENT_LINE.sub('', text).split()) or ' '.join(text.split())
+    return folded if len(folded) <= width else folded[:width - 3] + '...'
+
+
+def listed(statements, first=0):
+    """Statements numbered from first + 1 for a message: [1] DELETE FROM ..., [2] ..."""
+    return ', '.join('[%d] %s' % (first + n + 1, short_statement(text)) for n, text in enumerate(statements))
+
+
+def read_statement_log(path):
+    """(recorder active, [(ok|error, digest)]) from the recorder's log; (False, []) when it never loaded."""
+    try:
+        with open(path) as handle:
+            lines = handle.read().splitlines()
+    except (IOError, OSError):
+        return False, []
+    entries = [tuple(line.split(' ', 1)) for line in lines if line.startswith(('ok ', 'error '))]
+    return 'recording' in lines, entries
+
+
+def locate_failure(statements, entries):
+    """Index of the failed statement: the last recorded error on one of them that follows, as consecutive ok
+    entries, every statement before it (executeScript stops at the first failure). None when not found."""
+    digests = [statement_digest(text) for text in statements]
+    for position in range(len(entries) - 1, -1, -1):
+        outcome, digest = entries[position]
+        if outcome != 'error':
+            continue
+        for index in range(len(digests)):
+            if digests[index] != digest or index > position:
+                continue
+            before = entries[position - index:position]
+            if all(o == 'ok' and d == digests[i] for i, (o, d) in enumerate(before)):
+                return index
+    return None
+
+
+def failed_statements(script, split, recorder=None):
+    """What stayed of a failed migration's script: a dict with execution (one_by_one | one_transaction),
+    exact (bool), committed, failed (or None), not_run (full statement texts) and summary (for the message).
+
+    split: whether the engine ran the statements one by one (Prisma's JavaScript engine); recorder: the
+    (active, entries) read from the statement recorder's log, or None when it was not used.
+    """
+    statements = js_statements(script)
+    count = len(statements)
+    if not split:
+        controlled = [t for t in statements if TRANSACTION_CONTROL.match(SQL_COMMENT_LINE.sub('', t).strip())]
+        report = dict(execution='one_transaction', committed=[], failed=None, not_run=[], exact=not controlled)
+        if controlled:
+            report['summary'] = (
+                'The script ran as one query, and it has its own transaction control (%s): what it ran before its '
+                'last COMMIT ahead of the failure stayed committed, the rest was rolled back; check the database.'
+                % ', '.join(short_statement(t, 30) for t in controlled[:3]))
+        else:
+            report['summary'] = ('None of its %d statement(s) were committed: the script ran as one query, in one '
+                                 'transaction, which PostgreSQL rolled back.' % count)
+        return report
+    report = dict(execution='one_by_one', committed=[], failed=None, not_run=[], exact=False)
+    how = ('Prisma\'s JavaScript engine ran its %d statement(s) one by one, each committed on its own' % count)
+    active, entries = recorder or (False, [])
+    index = locate_failure(statements, entries) if active else None
+    if index is None:
+        report['summary'] = (
+            '%s; which of them ran before the failure could not be told (%s), so any of them may be committed: %s.'
+            % (how, 'the statement recorder saw none of them fail' if active else
+               'the driver adapter is not node-postgres' if recorder is not None else 'not recorded',
+               listed(statements)))
+        return report
+    report.update(exact=True, committed=statements[:index], failed=statements[index],
+                  not_run=statements[index + 1:])
+    parts = ['committed: %s' % (listed(report['committed']) if report['committed'] else 'none')]
+    parts.append('failed: [%d] %s' % (index + 1, short_statement(report['failed'])))
+    parts.append('not run: %s' % (listed(report['not_run'], index + 1) if report['not_run'] else 'none'))
+    report['summary'] = '%s: %s.' % (how, '; '.join(parts))
+    return report
+
+
 # -- the Prisma CLI -----------------------------------------------------------------------------
 def clean_output(text):
     return ANSI.sub('', text or '').replace('\r', '')
@@ -355,6 +521,8 @@ class PrismaEngine(object):
     name = None
     label = None
     version = None
+    # (recorder active, entries) of the last deploy's statement recorder, or None (see STATEMENT_RECORDER).
+    statement_log = None
 
     def failure(self, step, rc, output, hint=''):
         parsed = parse_cli_error(output)
@@ -422,14 +590,16 @@ class PrismaCli(PrismaEngine):
                'NO_COLOR': '1', 'FORCE_COLOR': '0', 'CI': '1'}
         return env
 
-    def run(self, argv, step):
+    def run(self, argv, step, extra_env=None):
         """Run the CLI in project_path with the URL in its environment; return (rc, output)."""
         command = list(argv)
         timeout_tool = find_tool('timeout') if self.timeout else None
         if timeout_tool:
             command = [timeout_tool, '--kill-after=10', str(self.timeout)] + command
         started = time.time()
-        rc, out, err = self.runner.run(command, env=self.environment(), cwd=self.project_path)
+        env = self.environment()
+        env.update(extra_env or {})
+        rc, out, err = self.runner.run(command, env=env, cwd=self.project_path)
         output = clean_output((out or '') + '\n' + (err or ''))
         for secret in self.secrets:  # never hand the URL or its password back
             output = output.replace(secret, '********')
@@ -439,8 +609,19 @@ class PrismaCli(PrismaEngine):
         return rc, output, round(time.time() - started, 3)
 
     def deploy(self):
-        """Run migrate deploy; return (rc, output, seconds). Errors are judged by the caller, with the table."""
-        return self.run(self.argv('migrate', 'deploy'), 'prisma migrate deploy')
+        """Run migrate deploy; return (rc, output, seconds). Errors are judged by the caller, with the table.
+
+        The statement recorder rides along (see STATEMENT_RECORDER); statement_log holds what it saw."""
+        with PrivateWorkspace(prefix='runbook-prisma-') as work:
+            recorder = os.path.join(work.path, 'statement-recorder.js')
+            log = os.path.join(work.path, 'statements.log')
+            with open(recorder, 'w') as handle:
+                handle.write(STATEMENT_RECORDER)
+            node_options = '%s --require %s' % (os.environ.get('NODE_OPTIONS', ''), json.dumps(recorder))
+            result = self.run(self.argv('migrate', 'deploy'), 'prisma migrate deploy',
+                              extra_env={'NODE_OPTIONS': node_options.strip(), STATEMENT_LOG_ENV: log})
+            self.statement_log = read_statement_log(log)
+        return result
 
     def resolve_applied(self, name):
         step = 'prisma migrate resolve --applied'

@@ -159,10 +159,11 @@ class PrismaNative(prisma.PrismaEngine):
     name = 'native'
     label = 'native migrate deploy'
 
-    def __init__(self, conn, db_schema, migrations_path, timeout=None):
+    def __init__(self, conn, db_schema, migrations_path, timeout=None, allow_empty=False):
         self.conn = conn
         self.db_schema = db_schema
         self.migrations_path = migrations_path
+        self.allow_empty = allow_empty
         self.timeout = timeout
         self.version = None
 
@@ -230,7 +231,7 @@ class PrismaNative(prisma.PrismaEngine):
         return 0, '\n'.join(lines), round(time.time() - started, 3)
 
     def apply_pending(self, lines):
-        local = prisma.local_migrations(self.migrations_path)
+        local = prisma.local_migrations(self.migrations_path, allow_empty=self.allow_empty)
         lines.append('%d migration%s found in %s' % (len(local), '' if len(local) == 1 else 's',
                                                      self.migrations_path))
         connection = self.connect()

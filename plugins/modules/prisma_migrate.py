@@ -83,6 +83,15 @@ options:
         setting, else C(prisma/schema.prisma) or C(schema.prisma)). Set it when C(prisma.config.ts) moves the
         migrations elsewhere (C(migrations.path)), since the module cannot evaluate TypeScript.
     type: path
+  allow_empty:
+    description:
+      - Accept a migrations folder (O(migrations_path), or the default one) that is missing or holds no migration
+        (no C(<name>/migration.sql)); it then counts as having none, and nothing is pending.
+      - Without it such a folder fails the task, naming O(migrations_path) and the folder, because it is nearly
+        always a wrong path (Prisma itself would only say C(No pending migrations to apply.)). Set it for a
+        brand-new project that has no migrations yet.
+    type: bool
+    default: false
   url_env:
     description:
       - The environment variable the schema's datasource (or C(prisma.config.ts)) reads the URL from.
@@ -153,6 +162,15 @@ notes:
     (the JavaScript engine only, as in offline set-ups), the module records the same thing Prisma records, directly
     in C(_prisma_migrations) in one transaction under Prisma's migration lock (it sets C(rolled_back_at) on the
     migration's failed rows), warns, and returns V(direct) in RV(resolved.method).
+  - "When a migration fails, the failure message says which of its statements were committed
+    (RV(error.statements)). Prisma's JavaScript engine (a driver adapter in C(prisma.config.ts)) splits
+    C(migration.sql) on every C(;) and runs the pieces one by one, each committed on its own, and its error does
+    not name the failing one; so during C(prisma migrate deploy) the module loads a small recorder into the CLI
+    (C(NODE_OPTIONS=--require), a file in a private temporary directory) that notes, for each query the
+    C(node-postgres) driver runs without parameters, whether it succeeded and the sha256 of its text (no text, no
+    parameter). With another driver the statements are listed as possibly committed. Prisma's native schema
+    engine and O(engine=native) send the whole script as one query, which PostgreSQL runs as one transaction:
+    nothing of a failed script stays, unless the script has its own C(COMMIT)."
   - O(state=resolved) only records an outcome; it never changes the migrated tables. A failed migration may have
     run some of its statements (Prisma does not wrap migrations in a transaction); undo or complete them first.
   - O(state=rolled_back) refuses, before changing anything, when a migration to roll back has no down script,
@@ -340,6 +358,37 @@ error:
       description: The last lines of the Prisma CLI's output, when it ran.
       type: str
       sample: "Error: P3009 ..."
+    statements:
+      description:
+        - When a migration failed to apply (P3018), what stayed of its script. Prisma's JavaScript engine (a
+          driver adapter) runs the statements one by one, each committed on its own; Prisma's native schema
+          engine and O(engine=native) send the script as one query, one transaction. The failure message names
+          the same statements.
+      type: dict
+      returned: when a migration failed to apply
+      contains:
+        execution:
+          description: V(one_by_one) (each statement committed on its own) or V(one_transaction).
+          type: str
+          sample: one_by_one
+        exact:
+          description: Whether RV(error.statements.committed) is known for certain (see the notes).
+          type: bool
+          sample: true
+        committed:
+          description: The statements that were committed, in order.
+          type: list
+          elements: str
+          sample: ['DELETE FROM "items" WHERE "id" <= 50']
+        failed:
+          description: The statement that failed, when known.
+          type: str
+          sample: 'INSERT INTO "items" ("id", "name") VALUES (51, ''dup'')'
+        not_run:
+          description: The statements after it, which never ran.
+          type: list
+          elements: str
+          sample: ['CREATE INDEX "items_sku" ON "items" ("sku")']
 engine:
   description: The engine that applied or resolved migrations (O(engine)).
   returned: always
@@ -421,7 +470,8 @@ class PrismaMigrate(object):
         self.result['migrations_path'] = self.migrations_path
         # The engine that applies and resolves migrations (deploy, resolve_applied, resolve_rolled_back).
         if p['engine'] == 'native':
-            self.engine = PrismaNative(self.conn, self.db_schema, self.migrations_path, timeout=p['timeout'] or None)
+            self.engine = PrismaNative(self.conn, self.db_schema, self.migrations_path, timeout=p['timeout'] or None,
+                                       allow_empty=p['allow_empty'])
         else:
             self.engine = prisma.PrismaCli(
                 self.module, self.runner, project, executable=self.path(p['executable']),
@@ -437,7 +487,7 @@ class PrismaMigrate(object):
         return self.engine
 
     def read_status(self):
-        self.local = prisma.local_migrations(self.migrations_path)
+        self.local = prisma.local_migrations(self.migrations_path, allow_empty=self.params['allow_empty'])
         connection = pg.connect(self.conn)
         try:
             rows = prisma.read_rows(connection, self.db_schema)
@@ -521,14 +571,34 @@ class PrismaMigrate(object):
         code = parsed['code'] or 'P3018'
         db_message = parsed['database_message'] or failed['database_message'] or 'no database message'
         done = [e['name'] for e in self.result['applied']]
-        return prisma.PrismaError(
-            "%s failed: %s: migration '%s' failed to apply: %s. %s The database is left as Prisma "
-            'left it: the migration is recorded as failed, and any of its statements that ran stay applied. Fix the '
+        statements = self.failed_statements(failed, output)
+        error = prisma.PrismaError(
+            "%s failed: %s: migration '%s' failed to apply: %s. %s %s The database is left as Prisma "
+            'left it: the migration is recorded as failed, and its committed statements stay applied. Fix the '
             'database, then use state=resolved with as=rolled_back (after undoing its partial changes) or as=applied '
             '(after completing it by hand).' % (
                 self.engine.label, code, failed['name'], db_message,
-                ('Applied before it: %s.' % ', '.join(done)) if done else 'Nothing was applied before it.'),
+                ('Applied before it: %s.' % ', '.join(done)) if done else 'Nothing was applied before it.',
+                statements['summary'] if statements else ''),
             code=code, migration=failed['name'], database_message=db_message, output=prisma.tail(output))
+        if statements:
+            error.details['statements'] = dict((k, v) for k, v in statements.items() if k != 'summary')
+        return error
+
+    def failed_statements(self, failed, output):
+        """Which statements of the failed migration were committed (prisma.failed_statements), or None when its
+        script cannot be read."""
+        path = os.path.join(self.migrations_path, failed['name'], prisma.MIGRATION_FILE)
+        try:
+            with open(path, 'rb') as handle:
+                script = handle.read().decode('utf-8')
+        except (IOError, OSError, UnicodeDecodeError):
+            return None
+        # The CLI with a driver adapter runs Prisma's JavaScript engine (statement by statement); without one, the
+        # native schema engine (one query). The module's native engine always sends the script as one query.
+        split = self.engine.name == 'cli' and any(
+            marker in output or marker in (failed.get('logs') or '') for marker in prisma.JS_ENGINE_MARKERS)
+        return prisma.failed_statements(script, split, self.engine.statement_log if split else None)
 
     def resolve(self, status):
         p = self.params
@@ -647,6 +717,7 @@ def main():
         schema=dict(type='path'),
         config=dict(type='path'),
         migrations_path=dict(type='path'),
+        allow_empty=dict(type='bool', default=False),
         url_env=dict(type='str', default='DATABASE_URL', no_log=False),
         db_schema=dict(type='str'),
         timeout=dict(type='int', default=600),

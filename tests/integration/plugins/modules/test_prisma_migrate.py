@@ -341,3 +341,29 @@ def test_cli_timeout_is_a_clear_error(prisma, tmp_path):
     result = prisma('deployed', executable=slow, timeout=1)
     assert_clear_failure(result, 'timed out after 1 seconds')
     assert time.time() - started < 20
+
+
+def test_empty_or_missing_migrations_folder_fails_naming_migrations_path(prisma, tmp_path):
+    """A folder without migrations is nearly always a wrong path: no "nothing pending" (issue 15, item 10)."""
+    empty = tmp_path / 'empty_migrations'
+    empty.mkdir()
+    (empty / 'migration_lock.toml').write_text('provider = "postgresql"\n')
+    missing = tmp_path / 'no_such_migrations'
+    for state in ('status', 'deployed'):
+        for folder in (empty, missing):
+            result = prisma(state, migrations_path=str(folder))
+            assert_clear_failure(result, 'migrations_path', str(folder), 'allow_empty')
+            assert result['executed_commands'] == []
+    # The default folder (beside the schema) emptied: the message names it and the option too.
+    default = prisma.project / 'prisma' / 'migrations'
+    shutil.rmtree(str(default))
+    default.mkdir()
+    assert_clear_failure(prisma('deployed'), 'migrations_path', str(default), 'no migrations')
+    # A brand-new project opts out: nothing pending, nothing run, no change.
+    for folder in (empty, missing):
+        status = prisma('status', migrations_path=str(folder), allow_empty=True)
+        assert not status.get('failed'), status
+        assert status['status']['pending'] == [] and status['status']['applied'] == []
+        deployed = prisma('deployed', migrations_path=str(folder), allow_empty=True)
+        assert not deployed.get('failed'), deployed
+        assert deployed['changed'] is False and deployed['applied'] == [] and deployed['executed_commands'] == []

@@ -296,3 +296,39 @@ def test_cli_output_never_carries_the_url_or_password():
     rc, output, dummy = cli.deploy()
     assert 's3cret' not in output and '********' in output
     assert 's3cret' not in str(cli.failure('prisma migrate deploy', rc, output))
+
+
+# -- which statements of a failed migration were committed (issue 15, item 11) ------------------
+SCRIPT = '\ufeff-- purge\nDELETE FROM t WHERE id <= 50;\n UPDATE t SET n = 1 ;;\nINSERT INTO t VALUES (51);\nCREATE INDEX i ON t (n);\n'
+
+
+def test_js_statements_split_as_the_adapter_does():
+    assert prisma.js_statements(SCRIPT) == ['-- purge\nDELETE FROM t WHERE id <= 50', 'UPDATE t SET n = 1',
+                                            'INSERT INTO t VALUES (51)', 'CREATE INDEX i ON t (n)']
+
+
+def test_recorded_failure_gives_committed_failed_and_not_run():
+    statements = prisma.js_statements(SCRIPT)
+    digest = [prisma.statement_digest(s) for s in statements]
+    # Earlier migrations and Prisma's own queries are in the log too; an identical statement elsewhere is not taken.
+    entries = [('ok', digest[2]), ('ok', 'x'), ('ok', digest[0]), ('ok', digest[1]), ('error', digest[2])]
+    report = prisma.failed_statements(SCRIPT, True, (True, entries))
+    assert report['exact'] and report['committed'] == statements[:2]
+    assert report['failed'] == statements[2] and report['not_run'] == statements[3:]
+    assert 'committed: [1] DELETE FROM t WHERE id <= 50, [2] UPDATE t SET n = 1; failed: [3] INSERT' in report['summary']
+    first = prisma.failed_statements(SCRIPT, True, (True, [('error', digest[0])]))
+    assert first['committed'] == [] and 'committed: none' in first['summary']
+
+
+def test_unrecorded_failure_lists_every_statement_as_possibly_committed():
+    for recorder, reason in (((False, []), 'not node-postgres'), ((True, [('ok', 'x')]), 'saw none of them fail')):
+        report = prisma.failed_statements(SCRIPT, True, recorder)
+        assert not report['exact'] and report['failed'] is None
+        assert reason in report['summary'] and 'may be committed: [1] DELETE' in report['summary']
+
+
+def test_one_query_scripts_commit_nothing_unless_they_commit_themselves():
+    report = prisma.failed_statements(SCRIPT, False)
+    assert report['exact'] and report['committed'] == [] and 'None of its 4 statement(s)' in report['summary']
+    own = prisma.failed_statements('BEGIN;\nDELETE FROM t;\n-- done\nCOMMIT;\nINSERT INTO t VALUES (1);\n', False)
+    assert not own['exact'] and 'own transaction control' in own['summary']

@@ -50,7 +50,7 @@ def module_run(monkeypatch, project, run_main):
         reads = list(rows_sequence)
         monkeypatch.setattr(prisma, 'read_rows', lambda connection, schema: reads.pop(0) if len(reads) > 1 else reads[0])
 
-        def fake_run(self, argv, step):
+        def fake_run(self, argv, step, extra_env=None):
             calls.append(argv)
             return cli_output[0], cli_output[1], 11.0
         monkeypatch.setattr(prisma.PrismaCli, 'run', fake_run)

@@ -1,0 +1,130 @@
+"""roles/migrate: migrate_on_failure (issue 15, item 11), through ansible-playbook with the real Prisma CLI.
+
+A migration deletes 50 of 100 rows, then fails. Prisma's JavaScript engine has committed the DELETE by then.
+With migrate_on_failure=restore the role restores the backup runbook.deploy.backup took earlier in the play
+(pg_backup's clean restore) and still fails; with the default (stop) the database keeps what was committed.
+Either way the failure names the committed statements.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from helpers import REPO, sql
+
+FIXTURES = os.path.join(REPO, 'tests', 'fixtures', 'prisma')
+ITEMS = '20261105000000_create_items'
+PURGE = '20261106000000_purge_items'
+DELETE = 'DELETE FROM "items" WHERE "id" <= 50'
+UPDATE = 'UPDATE "items" SET "name" = upper("name")'
+INSERT = 'INSERT INTO "items" ("id", "name") VALUES (51, \'duplicate\')'
+INDEX = 'CREATE INDEX "items_name_idx" ON "items" ("name")'
+
+
+@pytest.fixture(scope='module', autouse=True)
+def prisma_offline_setup():
+    """The adapter patch for prisma/orm#27403 (idempotent)."""
+    done = subprocess.run([sys.executable, os.path.join(REPO, 'tests', 'scripts', 'prisma_setup.py')],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def play(tmp_path, stack, db, project, backup=False, **migrate_vars):
+    """Run [backup role,] migrate role; return (rc, what the rescue saw: msg and migrate_result, output)."""
+    login = dict(host=stack['RUNBOOK_PG_HOST'], port=int(stack['RUNBOOK_PG_PORT']), user=stack['RUNBOOK_PG_USER'],
+                 password=stack['RUNBOOK_PG_PASSWORD'])
+    report = tmp_path / 'report.json'
+    if report.exists():
+        report.unlink()
+    tasks = []
+    if backup:
+        tasks.append({'name': 'backup', 'ansible.builtin.include_role': {'name': 'runbook.deploy.backup'}, 'vars': {
+            'backup_login_host': login['host'], 'backup_login_port': login['port'],
+            'backup_login_user': login['user'], 'backup_login_password': login['password'], 'backup_db': db,
+            'backup_dest': str(tmp_path / 'backups'), 'backup_keep': 0, 'backup_max_age': ''}})
+    role_vars = dict(migrate_tool='prisma', migrate_project_path=str(project), migrate_db_login_host=login['host'],
+                     migrate_db_login_port=login['port'], migrate_db_login_user=login['user'],
+                     migrate_db_login_password=login['password'], migrate_db_db=db,
+                     migrate_restore_dest=str(tmp_path / 'restore'))
+    role_vars.update(migrate_vars)
+    tasks.append({'name': 'migrate', 'ansible.builtin.include_role': {'name': 'runbook.deploy.migrate'},
+                  'vars': role_vars})
+    playbook = [{'name': 'migrate', 'hosts': 'localhost', 'gather_facts': False, 'tasks': [{
+        'name': 'deploy the database', 'block': tasks, 'rescue': [
+            {'name': 'report', 'ansible.builtin.copy': {
+                'dest': str(report), 'mode': '0600',
+                'content': "{{ {'msg': ansible_failed_result.msg | default(''), "
+                           "'task': ansible_failed_task.name, 'result': migrate_result | default({})} | to_json }}"}},
+            {'name': 'stop', 'ansible.builtin.fail': {'msg': 'the database phase failed'}}]}]}]
+    path = tmp_path / 'play.yml'
+    path.write_text(yaml.safe_dump(playbook))
+    proc = subprocess.run([os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
+                           str(path)], capture_output=True, text=True, check=False, timeout=240)
+    seen = json.loads(report.read_text()) if report.exists() else None
+    return proc.returncode, seen, proc.stdout + proc.stderr
+
+
+def items(stack, db):
+    return sql(stack, db, 'SELECT count(*), min(id) FROM items')[0]
+
+
+def purge_rows(stack, db):
+    return sql(stack, db, 'SELECT finished_at IS NOT NULL FROM _prisma_migrations WHERE migration_name = %s', (PURGE,))
+
+
+@pytest.mark.slow
+def test_failed_migration_restores_the_deployment_backup_or_keeps_what_was_committed(
+        tmp_path, stack, make_db, run_module):
+    db = make_db('migrate_role', rows=None)
+    project = tmp_path / 'app'
+    shutil.copytree(os.path.join(FIXTURES, 'app'), str(project))
+    os.symlink(os.path.join(REPO, 'node_modules'), str(project / 'node_modules'))
+    migrations = project / 'prisma' / 'migrations'
+    shutil.copytree(os.path.join(FIXTURES, 'purge_migrations', ITEMS), str(migrations / ITEMS))
+    # The release before: its migrations applied (natively, to save a CLI run), 100 items.
+    url = 'postgresql://%s:%s@%s:%s/%s' % (stack['RUNBOOK_PG_USER'], stack['RUNBOOK_PG_PASSWORD'],
+                                           stack['RUNBOOK_PG_HOST'], stack['RUNBOOK_PG_PORT'], db)
+    before = run_module('runbook.deploy.prisma_migrate', state='deployed', engine='native', project_path=str(project),
+                        db_url=url)
+    assert not before.get('failed'), before
+    assert items(stack, db) == (100, 1)
+    shutil.copytree(os.path.join(FIXTURES, 'purge_migrations', PURGE), str(migrations / PURGE))
+    committed = 'committed: [1] %s, [2] %s; failed: [3] %s; not run: [4] %s' % (DELETE, UPDATE, INSERT, INDEX)
+
+    # restore without a backup in the play: refused before anything is migrated.
+    rc, seen, out = play(tmp_path, stack, db, project, migrate_on_failure='restore')
+    assert rc != 0 and seen, out
+    assert "migrate_on_failure=restore needs the deployment's backup" in seen['msg'], seen
+    assert 'Nothing was migrated' in seen['msg'] and 'migrate_restore_src' in seen['msg']
+    assert items(stack, db) == (100, 1) and purge_rows(stack, db) == []
+
+    # restore: the backup role's backup (backup_taken) comes back, all 100 rows, and the role still fails.
+    rc, seen, out = play(tmp_path, stack, db, project, backup=True, migrate_on_failure='restore')
+    assert rc != 0 and seen, out
+    assert seen['task'] == 'The migrations applied', seen
+    assert PURGE in seen['msg'] and committed in seen['msg'], seen['msg']
+    assert "migrate_on_failure=restore: the deployment's backup" in seen['msg'] and 'was restored' in seen['msg']
+    assert items(stack, db) == (100, 1)
+    assert sql(stack, db, 'SELECT count(*) FROM items WHERE name = upper(name)')[0][0] == 0
+    assert purge_rows(stack, db) == [], 'the failed migration is undone with the rest: it is pending again'
+    result = seen['result']
+    assert result['failed'] is True and result['on_failure'] == 'restore'
+    assert result['restored_from'].startswith(str(tmp_path / 'backups')) and result['restore_error'] == ''
+    assert result['safety_backup'].startswith(str(tmp_path / 'restore')) and os.path.exists(result['safety_backup'])
+    assert stack['RUNBOOK_PG_PASSWORD'] not in out
+
+    # stop (the default): the same failure, the committed DELETE and UPDATE stay, and the message says so.
+    rc, seen, out = play(tmp_path, stack, db, project)
+    assert rc != 0 and seen, out
+    assert PURGE in seen['msg'] and committed in seen['msg'], seen['msg']
+    assert 'kept as the failed migration left it (migrate_on_failure=stop)' in seen['msg']
+    assert items(stack, db) == (50, 51)
+    assert purge_rows(stack, db) == [(False,)]
+    assert seen['result']['on_failure'] == 'stop' and seen['result']['restored_from'] == ''
