@@ -86,8 +86,10 @@ def test_a_deploy_writes_its_report_with_numbers_that_add_up_and_no_secret(make_
     assert record['status'] == 'succeeded' and record['version'] == 'v1.0.0' and record['environment'] == env.name
     assert record['run_id'] == entry['run_id'] and record['hosts'] == ['app1'] and record['previous_version'] == ''
     _check_timeline(record)
-    # The record's duration is the run's (the test also counts ansible-playbook's start-up and exit).
-    assert elapsed - 20 < record['duration_s'] <= elapsed, (record['duration_s'], elapsed)
+    # The record's duration is the run's. The test's clock also counts ansible-playbook's start-up, fact gathering
+    # before the run record starts, and the report upload and exit after it ends: about 20 s here, but those grow with
+    # the machine's load like everything else (45 s of 411 s in a CI run at load 12), so the allowance is a share.
+    assert elapsed - max(20, 0.15 * elapsed) < record['duration_s'] <= elapsed, (record['duration_s'], elapsed)
     assert [p['name'] for p in record['timeline']] == ['check', 'build', 'database', 'backends', 'release', 'finish']
     # The runbook's numbers: backup, migrations, smoke tests, watch window, what changed.
     assert record['backup']['s3_uri'] == entry['backup']['s3_uri'] and record['backup']['sha256']

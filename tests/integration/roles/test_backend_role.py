@@ -89,7 +89,9 @@ def test_deploy_redeploy_upgrade_rollback_and_failed_build(site):
     rc, recap, out = play(site, 'v1')
     assert rc == 0 and recap['changed'] == 0, 'a second run of a finished deployment must change nothing\n' + out
 
+    started = time.monotonic()
     rc, recap, out = play(site, 'v2')
+    upgrade_took = time.monotonic() - started
     assert rc == 0, out
     assert current(site) == 'v2' and health(site)['version'] == 'v2'
 
@@ -100,7 +102,9 @@ def test_deploy_redeploy_upgrade_rollback_and_failed_build(site):
     assert current(site) == 'v1' and health(site)['version'] == 'v1'
     assert os.path.exists(os.path.join(site['deploy_to'], 'releases', 'v2', 'BAD'))
     assert 'npm' not in out.split('TASK [')[-1], 'rollback must not rebuild'
-    assert elapsed < 30, 'rollback took %.1fs' % elapsed
+    # A rollback switches back to the kept release: it must take less than the upgrade, which built one. (Compared
+    # with a run measured here and now rather than a fixed number of seconds, which a loaded CI machine overran.)
+    assert elapsed < upgrade_took, 'rollback took %.1fs, the upgrade to v2 %.1fs' % (elapsed, upgrade_took)
 
     # v2 is marked bad and v1 is current: nothing is left to roll back to, and the rollback says so.
     rc, recap, out = play(site, tasks_from='rollback')
