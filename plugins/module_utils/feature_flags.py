@@ -353,9 +353,10 @@ class HttpBackend(object):
         self.url = params['api_url'].replace('{name}', quote(params['name'], safe=''))
         self.write_url = (params['write_url'] or self.url).replace('{name}', quote(params['name'], safe=''))
         self.write_method = params['write_method'].upper()
-        self.headers = dict((k, str(v)) for k, v in (params['headers'] or {}).items())
+        self.headers = http.check_headers(params['headers'], 'headers')
         if params['api_token'] and not any(k.lower() == 'authorization' for k in self.headers):
-            self.headers['Authorization'] = 'Bearer %s' % params['api_token']
+            self.headers['Authorization'] = http.check_header_value('Authorization', 'Bearer %s' % params['api_token'],
+                                                                    'api_token')
         self.enabled_field = params['enabled_field']
         self.percentage_field = params['percentage_field']
         self.extra = params['write_body'] or {}

@@ -15,7 +15,9 @@ import base64
 import hashlib
 import http.client
 import json
+import math
 import os
+import re
 import socket
 import ssl
 import struct
@@ -27,10 +29,76 @@ WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
 SECRET_HEADER_WORDS = ('authorization', 'cookie', 'token', 'secret', 'password', 'api-key', 'apikey', 'x-api-key',
                        'session', 'credential')
 MAX_BODY = 4 * 1024 * 1024
+# The longest wait any option may ask for: a week covers the longest watch window of the runbooks (24 hours) with
+# room, and stays far below what time.sleep() and socket timeouts accept (1e308 raised OverflowError there).
+MAX_SECONDS = 7 * 24 * 3600
+# RFC 9110 field names are tokens; http.client refuses others with a ValueError.
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 class HttpError(Exception):
-    """A request could not be made (connection, TLS, timeout); the message is ready for fail_json."""
+    """A request could not be made (connection, TLS, timeout); the message is ready for fail_json.
+
+    ``kind`` says what went wrong in a word (refused, timeout, TLS, DNS, connection) for counting.
+    """
+
+    def __init__(self, message, kind=None):
+        super(HttpError, self).__init__(message)
+        self.kind = kind
+
+
+class OptionError(HttpError):
+    """An option's value cannot be used for a request; the message names the option."""
+
+
+def check_header_value(name, value, option):
+    """The header's value as a str http.client can send, or OptionError naming `option`.
+
+    The value itself never appears in the message: headers carry tokens.
+    """
+    if value is None or isinstance(value, (dict, list, tuple)):
+        raise OptionError("%s: header '%s' needs a text value, not %s" % (option, name, 'nothing' if value is None
+                                                                            else type(value).__name__))
+    value = str(value)
+    if '\r' in value or '\n' in value:
+        # http.client raises a ValueError; sent as is, the rest of the value would be a header of its own
+        raise OptionError("%s: header '%s' has a line break (CR or LF) in its value; a header value must be one line"
+                          % (option, name))
+    if any(ord(c) < 32 and c != '\t' or ord(c) == 127 for c in value):
+        raise OptionError("%s: header '%s' has a control character in its value; remove it" % (option, name))
+    try:
+        value.encode('latin-1')
+    except UnicodeEncodeError:
+        raise OptionError("%s: header '%s' has a character that is not Latin-1 (ISO-8859-1) in its value, which HTTP "
+                          "cannot carry; percent-encode or base64-encode it" % (option, name))
+    return value
+
+
+def check_headers(headers, option='headers'):
+    """{name: value} checked as check_header_value does, names as RFC 9110 tokens; raise OptionError naming `option`."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, dict):
+        raise OptionError('%s must be a dictionary of header names and values' % option)
+    checked = {}
+    for name, value in headers.items():
+        name = str(name)
+        if not HEADER_NAME.match(name):
+            raise OptionError("%s: '%s' is not a valid header name (letters, digits and !#$%%&'*+-.^_`|~ only: no "
+                              "spaces, colons or other characters)" % (option, name))
+        checked[name] = check_header_value(name, value, option)
+    return checked
+
+
+def check_seconds(value, option, minimum=0.0, allow_minimum=True, maximum=MAX_SECONDS):
+    """A number of seconds within [minimum (or above it), maximum], finite; raise OptionError naming `option`."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise OptionError('%s must be a number of seconds, not %r' % (option, value))
+    low_ok = value >= minimum if allow_minimum else value > minimum
+    if math.isnan(value) or not low_ok or value > maximum:
+        low = ('%g or more' if allow_minimum else 'more than %g') % minimum
+        raise OptionError('%s must be %s seconds and at most %d (7 days), not %s' % (option, low, maximum, value))
+    return float(value)
 
 
 class Response(object):
@@ -142,6 +210,19 @@ def _split(url, schemes):
     return parts, port, target, headers
 
 
+def error_kind(exc):
+    """What went wrong, in a word, for counting failed reads."""
+    if isinstance(exc, socket.timeout):
+        return 'timeout'
+    if isinstance(exc, ssl.SSLError):
+        return 'TLS'
+    if isinstance(exc, ConnectionRefusedError):
+        return 'refused'
+    if isinstance(exc, socket.gaierror):
+        return 'DNS'
+    return 'connection'
+
+
 def describe_error(exc, url, timeout):
     where = strip_credentials(url)
     if isinstance(exc, socket.timeout):
@@ -162,7 +243,7 @@ def request(method, url, headers=None, body=None, timeout=10, context=None):
     """Make one request; return a Response (any status).  Raise HttpError when there is no response."""
     parts, port, target, auth = _split(url, ('http', 'https'))
     send_headers = dict(auth)
-    send_headers.update(headers or {})
+    send_headers.update(check_headers(headers))
     if isinstance(body, str):
         body = body.encode('utf-8')
     if parts.scheme == 'https':
@@ -178,7 +259,7 @@ def request(method, url, headers=None, body=None, timeout=10, context=None):
         return Response(response.status, response.reason, dict((k.lower(), v) for k, v in response.getheaders()),
                         data, round(latency, 1))
     except (OSError, http.client.HTTPException) as exc:
-        raise HttpError(describe_error(exc, url, timeout))
+        raise HttpError(describe_error(exc, url, timeout), kind=error_kind(exc))
     finally:
         conn.close()
 
@@ -317,7 +398,8 @@ def websocket_exchange(url, headers=None, timeout=10, context=None, send=None, r
     request_headers = {'Host': host, 'Upgrade': 'websocket', 'Connection': 'Upgrade', 'Sec-WebSocket-Key': key,
                        'Sec-WebSocket-Version': '13'}
     request_headers.update(auth)
-    request_headers.update(headers or {})
+    # the handshake is written by hand: a line break in a value would add a header of its own
+    request_headers.update(check_headers(headers))
     started = time.monotonic()
     sock = None
     try:

@@ -247,6 +247,7 @@ backend:
   sample: unleash
 '''
 
+import re
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -372,8 +373,13 @@ def main():
             if p['backend'] == 'postgres' and not p['percentage_column']:
                 raise flags.FlagError('rollout_percentage needs percentage_column, the column of %s that holds it'
                                       % p['table'])
-        if p['timeout'] <= 0:
-            raise flags.FlagError('timeout must be more than 0 seconds')
+        # NaN and infinity pass a plain comparison, then overflow socket timeouts (1e308: OverflowError)
+        http.check_seconds(p['timeout'], 'timeout', allow_minimum=False)
+        if p['backend'] == 'http' and not re.match(r'^[A-Za-z]+$', p['write_method'] or ''):
+            raise flags.FlagError("write_method '%s' is not an HTTP method (letters only, e.g. POST, PUT, PATCH)"
+                                  % p['write_method'])
+        if p['backend'] == 'unleash' and p['api_token']:
+            http.check_header_value('Authorization', p['api_token'], 'api_token')
         if p['backend'] == 'redis' and p['enabled_value'] == p['disabled_value']:
             raise flags.FlagError("enabled_value and disabled_value are both '%s'; they must differ" % p['enabled_value'])
         wanted = flags.state(True, p['state'] == 'enabled', percentage)

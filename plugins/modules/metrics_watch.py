@@ -138,7 +138,9 @@ options:
     type: float
     default: 0
   duration:
-    description: Seconds to watch. The last round starts no later than this. V(0) reads every source once.
+    description:
+      - Seconds to watch. The last round starts no later than this. V(0) reads every source once.
+      - At most 604800 (7 days), as for every number of seconds of this module; NaN and infinity are refused.
     type: float
     default: 300
   interval:
@@ -166,6 +168,19 @@ options:
     type: str
     default: fail
     choices: [ fail, warn ]
+  on_inconclusive:
+    description:
+      - What to do when a threshold got no sample in the whole window (its source was refused, timed out,
+        answered another status than 2xx or a page that cannot be parsed on every read, or its metric never
+        appeared), so the watch cannot say the release is healthy.
+      - V(fail) (the default) makes RV(decision=inconclusive) and fails the task, whatever O(fail_on_breach)
+        says (it is not a breach); the message says why for each threshold (refused, HTTP 500, unparseable,
+        how many reads failed).
+      - V(keep) accepts a window without data, RV(decision=keep), with a warning that says why.
+      - A breach of another threshold wins: the decision is then V(rollback).
+    type: str
+    default: fail
+    choices: [ fail, keep ]
   validate_certs:
     description: Verify TLS certificates of C(https://) URLs. Set V(false) only for test hosts.
     type: bool
@@ -183,8 +198,10 @@ attributes:
 notes:
   - The module never reports a change.
   - An unreachable source, a non-2xx answer or a page that cannot be parsed is a missing sample for that
-    source's thresholds, counted in RV(sources) and RV(thresholds); it is a failure only for O(health_url).
-    A warning is given for a source that never answered.
+    source's thresholds, counted in RV(sources) and RV(thresholds); for O(health_url) it is a failing sample.
+    A threshold left with no sample at all makes the watch inconclusive (see O(on_inconclusive)).
+  - Header values (O(sources[].headers), O(sources[].bearer_token)) must be one line of Latin-1 text, without
+    control characters; header names are RFC 9110 tokens. Other values fail before any request, naming the option.
   - The failure message names each breached threshold, its value, the healthy condition and how long the breach
     lasted, and ends with "rollback recommended". The numbers are also in the failed result.
 seealso:
@@ -261,8 +278,9 @@ passed:
   type: bool
   sample: false
 decision:
-  description: V(rollback) when a threshold was breached, V(keep) when none was, V(unknown) when the watch could not run
-    (bad options, a metric missing from its source).
+  description: V(rollback) when a threshold was breached, V(keep) when none was, V(inconclusive) when a threshold got
+    no sample at all and O(on_inconclusive=fail), V(unknown) when the watch could not run (bad options, a metric
+    missing from its source).
   returned: always
   type: str
   sample: rollback
@@ -324,6 +342,37 @@ breaches:
       description: Whether the value was still unhealthy at the last sample.
       type: bool
       sample: true
+inconclusive:
+  description: The thresholds that got no sample in the whole window, and why (empty when every threshold got one).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    threshold:
+      description: The threshold's name.
+      type: str
+      sample: error_rate
+    source:
+      description: The source's name.
+      type: str
+      sample: api
+    reads:
+      description: Reads of the source.
+      type: int
+      sample: 31
+    failed_reads:
+      description: Reads of the source that gave no page.
+      type: int
+      sample: 31
+    errors:
+      description: Failed reads by kind (V(refused), V(timeout), V(TLS), V(DNS), V(connection), V(HTTP 500), V(unparseable)).
+      type: dict
+      sample: {refused: 31}
+    reason:
+      description: Why, in words.
+      type: str
+      sample: '31 of 31 read(s) failed (refused: 31), last: connection to http://127.0.0.1:3000/metrics refused
+        (is the service listening?)'
 samples:
   description: Rounds of reads made (one sample per source and threshold each).
   returned: always
@@ -337,11 +386,12 @@ thresholds:
     error_rate: {source: api, metric: errors.rate, op: '<', limit: 0.05, for_s: 120, samples: 30, missing: 1,
                  min: 0.001, max: 0.18, last: 0.12, breached: true}
 sources:
-  description: Per source (by name), its URL without credentials, the format read, and how many reads answered.
+  description: Per source (by name), its URL without credentials, the format read, how many reads answered, and
+    the failed reads by kind (C(error_kinds), as in RV(inconclusive[].errors)).
   returned: always
   type: dict
   sample:
-    api: {url: 'http://127.0.0.1:3000/metrics', format: prometheus, reads: 31, errors: 1,
+    api: {url: 'http://127.0.0.1:3000/metrics', format: prometheus, reads: 31, errors: 1, error_kinds: {timeout: 1},
           last_error: 'connection to http://127.0.0.1:3000/metrics refused (is the service listening?)'}
 duration_s:
   description: Seconds the watch took.
@@ -352,6 +402,7 @@ duration_s:
 
 import concurrent.futures
 import json
+import math
 import re
 import time
 import traceback
@@ -375,12 +426,17 @@ class Source(object):
         self.url = spec['url']
         self.format = spec['format']
         self.kind = None if self.format == 'auto' else self.format
-        self.headers = dict(spec['headers'] or {})
-        if spec['bearer_token'] and not any(k.lower() == 'authorization' for k in self.headers):
-            self.headers['Authorization'] = 'Bearer %s' % spec['bearer_token']
+        try:
+            self.headers = http.check_headers(spec['headers'], "source '%s': headers" % self.name)
+            if spec['bearer_token'] and not any(k.lower() == 'authorization' for k in self.headers):
+                self.headers['Authorization'] = http.check_header_value(
+                    'Authorization', 'Bearer %s' % spec['bearer_token'], "source '%s': bearer_token" % self.name)
+        except http.OptionError as exc:
+            raise WatchError(to_native(exc))
         self.timeout = timeout
         self.reads = 0
         self.errors = 0
+        self.error_kinds = {}  # why reads failed: refused, timeout, HTTP 500, unparseable, ...
         self.last_error = None
         self.answered = False
         if not re.match(r'^https?://[^/]', self.url or '', re.I):
@@ -388,13 +444,13 @@ class Source(object):
                              % (self.name, http.strip_credentials(self.url)))
 
     def fetch(self, context):
-        """(page, error): page is a parsed Exposition or JSON document, error a message."""
+        """(page, error, why): page is a parsed Exposition or JSON document, error a message, why its kind."""
         try:
             response = http.request('GET', self.url, headers=self.headers, timeout=self.timeout, context=context)
         except http.HttpError as exc:
-            return None, to_native(exc)
+            return None, to_native(exc), exc.kind or 'connection'
         if not 200 <= response.status < 300:
-            return None, 'HTTP %d from %s' % (response.status, http.strip_credentials(self.url))
+            return None, 'HTTP %d from %s' % (response.status, http.strip_credentials(self.url)), 'HTTP %d' % response.status
         kind = self.kind or self.detect(response)
         try:
             if kind == 'json':
@@ -402,10 +458,10 @@ class Source(object):
             else:
                 page = metrics.parse_prometheus(response.text)
         except ValueError as exc:
-            return None, 'the page of %s is not JSON: %s' % (http.strip_credentials(self.url), exc)
+            return None, 'the page of %s is not JSON: %s' % (http.strip_credentials(self.url), exc), 'unparseable'
         except metrics.MetricsError as exc:
-            return None, '%s: %s' % (http.strip_credentials(self.url), exc)
-        return (kind, page), None
+            return None, '%s: %s' % (http.strip_credentials(self.url), exc), 'unparseable'
+        return (kind, page), None, None
 
     @staticmethod
     def detect(response):
@@ -415,7 +471,7 @@ class Source(object):
 
     def stats(self):
         return dict(url=http.strip_credentials(self.url), format=self.kind or self.format, reads=self.reads,
-                    errors=self.errors, last_error=self.last_error)
+                    errors=self.errors, error_kinds=dict(self.error_kinds), last_error=self.last_error)
 
 
 class HealthSource(object):
@@ -426,6 +482,7 @@ class HealthSource(object):
         self.timeout = timeout
         self.reads = 0
         self.errors = 0
+        self.error_kinds = {}
         self.last_error = None
         if not re.match(r'^https?://[^/]', url or '', re.I):
             raise WatchError("health_url '%s' must be an absolute http:// or https:// URL" % http.strip_credentials(url))
@@ -434,14 +491,15 @@ class HealthSource(object):
         try:
             response = http.request('GET', self.url, timeout=self.timeout, context=context)
         except http.HttpError as exc:
-            return ('health', 0.0), to_native(exc)
+            return ('health', 0.0), to_native(exc), exc.kind or 'connection'
         if 200 <= response.status < 300:
-            return ('health', 1.0), None
-        return ('health', 0.0), 'HTTP %d from %s' % (response.status, http.strip_credentials(self.url))
+            return ('health', 1.0), None, None
+        return ('health', 0.0), 'HTTP %d from %s' % (response.status, http.strip_credentials(self.url)), \
+            'HTTP %d' % response.status
 
     def stats(self):
         return dict(url=http.strip_credentials(self.url), format='health', reads=self.reads, errors=self.errors,
-                    last_error=self.last_error)
+                    error_kinds=dict(self.error_kinds), last_error=self.last_error)
 
 
 def utc_now():
@@ -483,14 +541,12 @@ class MetricsWatch(object):
 
     def validate(self):
         p = self.params
-        if p['interval'] <= 0:
-            raise WatchError('interval must be more than 0 seconds, not %s' % p['interval'])
-        if p['timeout'] <= 0:
-            raise WatchError('timeout must be more than 0 seconds, not %s' % p['timeout'])
-        if p['duration'] < 0:
-            raise WatchError('duration must be 0 or more seconds, not %s' % p['duration'])
-        if p['health_fail_for'] < 0:
-            raise WatchError('health_fail_for must be 0 or more seconds, not %s' % p['health_fail_for'])
+        # NaN and infinity pass a plain comparison and then loop forever or overflow time.sleep() and socket
+        # timeouts: every number of seconds is checked for a finite range
+        http.check_seconds(p['duration'], 'duration')
+        http.check_seconds(p['interval'], 'interval', allow_minimum=False)
+        http.check_seconds(p['timeout'], 'timeout', allow_minimum=False)
+        http.check_seconds(p['health_fail_for'], 'health_fail_for')
         if not p['sources'] and not p['health_url']:
             raise WatchError('nothing to watch: give sources (with thresholds) or a health_url')
         if p['sources'] and not p['thresholds']:
@@ -514,6 +570,9 @@ class MetricsWatch(object):
                 raise WatchError("threshold '%s': source '%s' is not in sources (%s)"
                                  % (name, source_name, ', '.join(sorted(by_name)) or 'none given'))
             source = by_name[source_name]
+            http.check_seconds(spec['for'], "threshold '%s': for" % name)
+            if math.isnan(spec['value']):
+                raise WatchError("threshold '%s': value must be a number, not NaN" % name)
             try:
                 self.thresholds.append(metrics.Threshold(
                     name, source_name, metric=spec['metric'], op=spec['op'], limit=spec['value'], for_s=spec['for'],
@@ -539,10 +598,11 @@ class MetricsWatch(object):
         futures = [pool.submit(source.fetch, self.context) for source in sources]
         pages = {}
         for source, future in zip(sources, futures):
-            page, error = future.result()
+            page, error, why = future.result()
             source.reads += 1
             if error:
                 source.errors += 1
+                source.error_kinds[why] = source.error_kinds.get(why, 0) + 1
                 source.last_error = error
             if page is not None:
                 pages[source.name] = page
@@ -615,12 +675,47 @@ class MetricsWatch(object):
         episodes = [e for t in self.thresholds for e in t.episodes]
         return sorted(episodes, key=lambda e: e['since_s'] + e['for_s'])
 
+    def inconclusive(self):
+        """Thresholds that got no sample in the whole window, and why: the watch cannot call them healthy."""
+        by_name = dict((s.name, s) for s in self.sources)
+        found = []
+        for threshold in self.thresholds:
+            if threshold.name == HEALTH or threshold.values or not self.rounds:
+                continue
+            source = by_name[threshold.source]
+            kinds = ', '.join('%s: %d' % kv for kv in sorted(source.error_kinds.items()))
+            if source.errors:
+                reason = '%d of %d read(s) failed (%s), last: %s' % (source.errors, source.reads, kinds, source.last_error)
+            else:
+                reason = 'no usable value in %d read(s): %s' % (source.reads, threshold.last_missing_reason or 'missing')
+            found.append(dict(threshold=threshold.name, source=source.name, reads=source.reads,
+                              failed_reads=source.errors, errors=dict(source.error_kinds), reason=reason))
+        return found
+
     def result(self):
         breaches = self.breaches()
-        return dict(passed=not breaches, decision='rollback' if breaches else 'keep', breaches=breaches,
+        inconclusive = self.inconclusive()
+        if breaches:
+            decision = 'rollback'
+        elif inconclusive and self.params['on_inconclusive'] == 'fail':
+            decision = 'inconclusive'
+        else:
+            decision = 'keep'
+        return dict(passed=decision == 'keep', decision=decision, breaches=breaches, inconclusive=inconclusive,
                     samples=self.rounds, duration_s=self.elapsed,
                     thresholds=dict((t.name, t.stats()) for t in self.thresholds),
                     sources=dict((s.name, s.stats()) for s in self.all_sources()))
+
+    def inconclusive_message(self, inconclusive):
+        parts = ["threshold '%s' got no sample from source '%s' (%s): %s"
+                 % (i['threshold'], i['source'], http.strip_credentials(self.source_url(i['source'])), i['reason'])
+                 for i in inconclusive]
+        return self.redact('metrics watch inconclusive after %d read(s) in %.1f s: %s -- without samples the watch cannot '
+                           'say the release is healthy; fix the source, or set on_inconclusive=keep to accept a '
+                           'window without data' % (self.rounds, self.elapsed, '; '.join(parts)))
+
+    def source_url(self, name):
+        return [s.url for s in self.sources if s.name == name][0]
 
     def failure_message(self, breaches):
         parts = []
@@ -666,13 +761,14 @@ def main():
         stop_on_breach=dict(type='bool', default=True),
         fail_on_breach=dict(type='bool', default=True),
         missing_metrics=dict(type='str', default='fail', choices=['fail', 'warn']),
+        on_inconclusive=dict(type='str', default='fail', choices=['fail', 'keep']),
         validate_certs=dict(type='bool', default=True),
         ca_path=dict(type='path'),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     job = MetricsWatch(module)
-    result = dict(changed=False, passed=False, decision='unknown', breaches=[], samples=0, thresholds={}, sources={},
-                  duration_s=0.0)
+    result = dict(changed=False, passed=False, decision='unknown', breaches=[], inconclusive=[], samples=0, thresholds={},
+                  sources={}, duration_s=0.0)
     # AnsibleModule would echo source headers as given (API keys in X-Api-Key and the like).
     result['invocation'] = dict(module_args=job.safe_params())
     try:
@@ -680,6 +776,9 @@ def main():
         job.run()
         result.update(job.result())
         result = job.redact(result)
+        if result['inconclusive'] and result['decision'] == 'keep':
+            job.warnings.append(job.inconclusive_message(result['inconclusive']).replace(
+                'set on_inconclusive=keep to accept', 'on_inconclusive=keep accepts'))
         for warning in job.warnings:
             module.warn(job.redact(warning))
     except (WatchError, http.HttpError) as exc:
@@ -693,6 +792,9 @@ def main():
         if module.params['fail_on_breach']:
             module.fail_json(msg=message, **result)
         result['msg'] = message
+    elif result['decision'] == 'inconclusive':
+        # not a breach, so fail_on_breach does not apply: no data is a failed gate unless on_inconclusive=keep
+        module.fail_json(msg=job.inconclusive_message(result['inconclusive']), **result)
     module.exit_json(**result)
 
 

@@ -347,10 +347,12 @@ class Check(object):
         elif scheme not in ('http', 'https'):
             raise SmokeTestError("check '%s': url '%s' must start with http:// or https://"
                                  % (self.name, http.strip_credentials(self.url)))
-        self.headers = dict((k, str(v)) for k, v in (common_headers or {}).items())
-        self.headers.update((k, str(v)) for k, v in (spec['headers'] or {}).items())
+        # checked once here, so a bad value fails naming its option instead of in a request thread
+        self.headers = http.check_headers(common_headers, 'headers')
+        self.headers.update(http.check_headers(spec['headers'], "check '%s': headers" % self.name))
         if bearer_token and not any(k.lower() == 'authorization' for k in self.headers):
-            self.headers['Authorization'] = 'Bearer %s' % bearer_token
+            self.headers['Authorization'] = http.check_header_value('Authorization', 'Bearer %s' % bearer_token,
+                                                                    'bearer_token')
         self.body = spec['body']
         if spec['json'] is not None:
             try:
@@ -380,8 +382,7 @@ class Check(object):
         if self.max_latency_ms is not None and self.max_latency_ms <= 0:
             raise SmokeTestError("check '%s': max_latency_ms must be a positive number of milliseconds" % self.name)
         self.timeout = default_timeout if spec['timeout'] is None else spec['timeout']
-        if self.timeout <= 0:
-            raise SmokeTestError("check '%s': timeout must be more than 0 seconds" % self.name)
+        http.check_seconds(self.timeout, "check '%s': timeout" % self.name, allow_minimum=False)
         # running state
         self.attempts = 0
         self.streak = 0
@@ -457,11 +458,10 @@ class SmokeTest(object):
         for name in ('concurrency', 'consecutive'):
             if p[name] < 1:
                 raise SmokeTestError('%s must be 1 or more, not %s' % (name, p[name]))
-        if p['timeout'] <= 0:
-            raise SmokeTestError('timeout must be more than 0 seconds')
+        # NaN and infinity pass a plain comparison, then poll forever or overflow socket timeouts and time.sleep()
+        http.check_seconds(p['timeout'], 'timeout', allow_minimum=False)
         for name in ('wait_timeout', 'interval'):
-            if p[name] < 0:
-                raise SmokeTestError('%s must be 0 or more seconds, not %s' % (name, p[name]))
+            http.check_seconds(p[name], name)
         if not p['checks']:
             raise SmokeTestError('checks is empty: give at least one check')
         seen = set()

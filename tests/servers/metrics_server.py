@@ -8,11 +8,13 @@ test change them while a watch runs.
                        app_queue_size, app_up, a label with escaped quotes and a NaN gauge
   GET  /metrics.json   {"errors": {"rate": ...}, "queue": {"size": ...}, "latency": {"p95_ms": ...}, "status": ...}
   GET  /health         200 {"status": "healthy"}, or the state's health_status (503) when set
+  GET  /garbage        200 text/html that is neither JSON nor the Prometheus text format (an error page)
   POST /set            JSON body merged into the state, e.g. {"error_rate": 0.2}; answers the new state
   GET  /state          the state;  GET /stats  requests per path
 
 State: error_rate (0..1), latency_ms (every request takes this long), queue_size, rps (requests per second the
-counters grow by), health_status (HTTP status of /health). Counters and histogram buckets grow with time at
+counters grow by), health_status (HTTP status of /health), metrics_status (HTTP status of /metrics and
+/metrics.json: another status answers a short error body instead of the numbers). Counters and histogram buckets grow with time at
 ``rps``, errors at ``rps * error_rate``, observations in the bucket that holds latency_ms, so PromQL-style rates
 and quantiles over them give back the state's numbers. ``--state-file`` (JSON) is re-read on every request when
 it changed, as another way to change the values.
@@ -35,7 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float('inf'))
-DEFAULTS = dict(error_rate=0.01, latency_ms=80.0, queue_size=12, rps=50.0, health_status=200)
+DEFAULTS = dict(error_rate=0.01, latency_ms=80.0, queue_size=12, rps=50.0, health_status=200, metrics_status=200)
 
 
 def _le(bound):
@@ -162,6 +164,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         with metrics.lock:
             metrics.calls[path] += 1
+        if path in ('/metrics', '/metrics.json'):
+            status = int(metrics.snapshot()[0]['metrics_status'])
+            if status != 200:
+                return self._send(status, {'error': 'metrics unavailable (metrics_status %d)' % status})
         if path == '/metrics':
             return self._send(200, metrics.prometheus(), 'text/plain; version=0.0.4; charset=utf-8')
         if path == '/metrics.json':
@@ -170,6 +176,8 @@ class _Handler(BaseHTTPRequestHandler):
             values = metrics.snapshot()[0]
             status = int(values['health_status'])
             return self._send(status, {'status': 'healthy' if status < 400 else 'unhealthy'})
+        if path == '/garbage':
+            return self._send(200, '<html><body><h1>502 Bad Gateway</h1></body></html>\n', 'text/html')
         if path == '/state':
             return self._send(200, metrics.snapshot()[0])
         if path == '/stats':

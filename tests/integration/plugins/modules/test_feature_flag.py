@@ -339,3 +339,28 @@ def test_http_bad_inputs(run_module, flag_service, args, fragments):
 ])
 def test_option_errors(run_module, args, fragments):
     assert_clear_failure(run_module(MODULE, name='f', state='enabled', **args), *fragments)
+
+
+# Header values http.client cannot send (a line break would also inject a header), and names that are not tokens.
+@pytest.mark.parametrize('args,fragments', [
+    (dict(headers={'X-Trace': 'a\r\nX-Injected: 1'}), ['headers', "'X-Trace'", 'line break']),
+    (dict(headers={'X-Trace': 'a\nb'}), ['headers', "'X-Trace'", 'line break']),
+    (dict(headers={'X-Trace': 'snow \u2603'}), ['headers', "'X-Trace'", 'Latin-1']),
+    (dict(headers={'X-Trace': 'a\x00b'}), ['headers', "'X-Trace'", 'control character']),
+    (dict(headers={'X Trace:': 'a'}), ['headers', "'X Trace:'", 'not a valid header name']),
+    (dict(api_token=TOKEN + '\r\nX-Injected: 1'), ['api_token', 'line break']),
+    (dict(api_token=TOKEN + '\u2603'), ['api_token', 'Latin-1']),
+    (dict(timeout='1e308'), ['timeout']), (dict(timeout='nan'), ['timeout']), (dict(timeout='inf'), ['timeout']),
+    (dict(timeout='-1'), ['timeout']),
+], ids=['crlf', 'lf', 'non-latin-1', 'nul', 'name', 'token-crlf', 'token-non-latin-1', 'timeout-1e308', 'timeout-nan',
+        'timeout-inf', 'timeout-negative'])
+def test_http_bad_header_or_timeout_fails_naming_the_option(run_module, flag_service, args, fragments):
+    flag_service.flags['x'] = {'enabled': False, 'rolloutPercentage': 0}
+    merged = dict(backend='http', api_url=flag_service.url + '/api/v1/feature-flags/{name}', api_token=TOKEN, name='x',
+                  state='enabled')
+    merged.update(args)
+    result = run_module(MODULE, **merged)
+    assert_clear_failure(result, *fragments)
+    assert 'unexpectedly' not in result['msg']
+    assert TOKEN not in json.dumps(result)
+    assert flag_service.writes == []

@@ -86,7 +86,8 @@ def test_healthy_service_passes_with_numbers(watch, server):
     assert th['queue_size']['op'] == '<=' and th['queue_size']['last'] == 12
     assert th['health']['min'] == 1 and th['health']['samples'] == 5
     assert result['sources']['prom'] == dict(url=server.url + '/metrics', format='prometheus', reads=5, errors=0,
-                                             last_error=None)
+                                             error_kinds={}, last_error=None)
+    assert result['inconclusive'] == []
     assert result['sources']['app']['format'] == 'json'
     assert server.calls['/metrics'] == 5 and server.calls['/metrics.json'] == 5 and server.calls['/health'] == 5
 
@@ -166,19 +167,75 @@ def test_health_failing_longer_than_health_fail_for_is_a_breach(watch, server):
     assert result['breaches'][0]['threshold'] == 'health' and result['breaches'][0]['lasted_s'] >= 1
 
 
-def test_unreachable_source_is_a_missing_sample_but_unreachable_health_fails(run_module, server):
-    closed = 'http://127.0.0.1:%d' % free_port()
-    result = run_module(MODULE, duration=1, interval=0.5, timeout=1,
-                        sources=[dict(name='gone', url=closed + '/metrics')],
+def no_data_source(server, kind):
+    """A metrics source that never gives a sample: nothing listening, an HTTP 500, or a page that is not metrics."""
+    if kind == 'refused':
+        return 'http://127.0.0.1:%d/metrics' % free_port()
+    if kind == 'http 500':
+        server.set(metrics_status=500)
+        return server.url + '/metrics'
+    return server.url + '/garbage'
+
+
+NO_DATA = [('refused', ['3 of 3 read(s) failed', 'refused: 3', 'refused (is the service listening?)']),
+           ('http 500', ['3 of 3 read(s) failed', 'HTTP 500: 3', 'HTTP 500 from']),
+           ('unparseable', ['3 of 3 read(s) failed', 'unparseable: 3', 'cannot be read'])]
+
+
+@pytest.mark.parametrize('kind,fragments', NO_DATA, ids=[k for k, f in NO_DATA])
+def test_a_source_that_gives_no_sample_is_inconclusive_and_fails(run_module, server, kind, fragments):
+    url = no_data_source(server, kind)
+    result = run_module(MODULE, duration=1, interval=0.5, timeout=1, missing_metrics='fail',
+                        sources=[dict(name='gone', url=url)],
+                        thresholds=[dict(name='error_rate', metric='error_rate', value=0.05)])
+    assert_clear_failure(result, 'inconclusive', "threshold 'error_rate'", "source 'gone'", 'on_inconclusive=keep',
+                         *fragments)
+    assert result['passed'] is False and result['decision'] == 'inconclusive' and result['breaches'] == []
+    assert result['thresholds']['error_rate']['samples'] == 0 and result['thresholds']['error_rate']['missing'] == 3
+    [why] = result['inconclusive']
+    assert why['threshold'] == 'error_rate' and why['source'] == 'gone' and why['reads'] == 3
+    assert why['failed_reads'] == 3 and sum(why['errors'].values()) == 3
+    assert result['sources']['gone']['errors'] == 3
+
+
+@pytest.mark.parametrize('kind,fragments', NO_DATA, ids=[k for k, f in NO_DATA])
+def test_on_inconclusive_keep_keeps_with_a_warning(run_module, server, kind, fragments):
+    url = no_data_source(server, kind)
+    result = run_module(MODULE, duration=0, timeout=1, on_inconclusive='keep', sources=[dict(name='gone', url=url)],
                         thresholds=[dict(name='error_rate', metric='error_rate', value=0.05)])
     assert not result.get('failed'), result
-    assert result['passed'] is True
-    assert result['thresholds']['error_rate']['samples'] == 0 and result['thresholds']['error_rate']['missing'] == 3
-    assert result['sources']['gone']['errors'] == 3 and 'refused' in result['sources']['gone']['last_error']
-    assert any("source 'gone'" in w and 'never answered' in w for w in result.get('warnings', [])), result
+    assert result['passed'] is True and result['decision'] == 'keep'
+    assert result['inconclusive'][0]['threshold'] == 'error_rate'
+    assert any('inconclusive' in w and "threshold 'error_rate'" in w and 'on_inconclusive=keep' in w
+               for w in result.get('warnings', [])), result
 
+
+def test_a_source_that_answers_some_reads_is_not_inconclusive(run_module, server):
+    later(server, 0.3, metrics_status=500)
+    result = run_module(MODULE, duration=1, interval=0.5, timeout=1, sources=[dict(name='app', url=server.url + '/metrics.json')],
+                        thresholds=[dict(name='error_rate', metric='errors.rate', value=0.05)])
+    assert not result.get('failed'), result
+    assert result['decision'] == 'keep' and result['inconclusive'] == []
+    assert result['thresholds']['error_rate']['samples'] == 1 and result['thresholds']['error_rate']['missing'] == 2
+    assert result['sources']['app']['errors'] == 2
+
+
+def test_a_breach_wins_over_an_inconclusive_threshold(run_module, server):
+    server.set(queue_size=1500)
+    result = run_module(MODULE, duration=0, timeout=1, sources=[
+        dict(name='app', url=server.url + '/metrics.json'),
+        dict(name='gone', url='http://127.0.0.1:%d/metrics' % free_port())], thresholds=[
+        dict(name='queue', source='app', metric='queue.size', op='max', value=1000),
+        dict(name='error_rate', source='gone', metric='error_rate', value=0.05)])
+    assert_clear_failure(result, 'rollback recommended')
+    assert result['decision'] == 'rollback' and result['inconclusive'][0]['threshold'] == 'error_rate'
+
+
+def test_unreachable_health_url_is_a_breach(run_module):
+    closed = 'http://127.0.0.1:%d' % free_port()
     result = run_module(MODULE, duration=1, interval=0.5, timeout=1, health_url=closed + '/health')
     assert_clear_failure(result, 'health', 'refused', 'rollback recommended')
+    assert result['decision'] == 'rollback'
 
 
 def test_check_mode_watches_for_real(watch, server):
@@ -193,10 +250,11 @@ def test_wrong_metric_name_fails_at_once_without_a_rollback_decision(watch, serv
                          'missing_metrics=warn')
     assert result['decision'] == 'unknown' and result['samples'] == 1
 
+    # warn: the metric may appear later; one that never does leaves the watch without data, which is inconclusive
     result = watch(duration=0, missing_metrics='warn', thresholds=[
         dict(name='typo', source='app', metric='errors.ratee', value=1)])
-    assert not result.get('failed'), result
-    assert result['thresholds']['typo']['missing'] == 1
+    assert_clear_failure(result, 'inconclusive', "threshold 'typo'", 'errors.ratee is not in the document')
+    assert result['decision'] == 'inconclusive' and result['thresholds']['typo']['missing'] == 1
     assert any("'errors.ratee' is not on the json page" in w for w in result['warnings'])
 
 
@@ -226,3 +284,58 @@ def test_tokens_never_appear_in_the_result(watch, server):
     text = json.dumps(result)
     assert TOKEN not in text
     assert result['invocation']['module_args']['sources'][0]['headers'] == {'X-Api-Key': '********'}
+
+
+# Header values http.client cannot send (a line break would also inject a header), and names that are not tokens.
+BAD_HEADERS = [({'X-Trace': 'a\r\nX-Injected: 1'}, 'line break'), ({'X-Trace': 'a\nb'}, 'line break'),
+               ({'X-Trace': 'snow \u2603'}, 'Latin-1'), ({'X-Trace': 'a\x00b'}, 'control character'),
+               ({'X Trace:': 'a'}, 'not a valid header name')]
+
+
+@pytest.mark.parametrize('headers,why', BAD_HEADERS, ids=['crlf', 'lf', 'non-latin-1', 'nul', 'name'])
+def test_bad_header_fails_naming_the_option(watch, server, headers, why):
+    result = watch(duration=0, sources=[dict(name='app', url=server.url + '/metrics.json', headers=headers)],
+                   thresholds=[dict(name='error_rate', metric='errors.rate', value=0.05)])
+    assert_clear_failure(result, "source 'app': headers", "'%s'" % list(headers)[0], why)
+    assert 'unexpectedly' not in result['msg']
+    assert server.calls['/metrics.json'] == 0
+
+
+@pytest.mark.parametrize('token,why', [(TOKEN + '\r\nX-Injected: 1', 'line break'), (TOKEN + '\u2603', 'Latin-1')],
+                         ids=['crlf', 'non-latin-1'])
+def test_bad_bearer_token_fails_naming_the_option_and_hides_it(watch, server, token, why):
+    result = watch(duration=0, sources=[dict(name='app', url=server.url + '/metrics.json', bearer_token=token)],
+                   thresholds=[dict(name='error_rate', metric='errors.rate', value=0.05)])
+    assert_clear_failure(result, "source 'app': bearer_token", why)
+    assert TOKEN not in json.dumps(result)
+
+
+# Seconds that overflow (1e308: OverflowError in time.sleep / socket timeouts), are negative, zero, NaN or infinite.
+BAD_SECONDS = [
+    (dict(duration='1e308', interval='1e308'), 'duration'), (dict(duration='1e308'), 'duration'),
+    (dict(duration='-1'), 'duration'), (dict(duration='nan'), 'duration'), (dict(duration='inf'), 'duration'),
+    (dict(interval='1e308'), 'interval'), (dict(interval='0'), 'interval'), (dict(interval='-1'), 'interval'),
+    (dict(interval='nan'), 'interval'), (dict(interval='inf'), 'interval'),
+    (dict(timeout='1e308'), 'timeout'), (dict(timeout='-1'), 'timeout'), (dict(timeout='nan'), 'timeout'),
+    (dict(timeout='inf'), 'timeout'),
+    (dict(health_fail_for='nan'), 'health_fail_for'), (dict(health_fail_for='1e308'), 'health_fail_for'),
+    (dict(thresholds=[dict(name='error_rate', metric='errors.rate', value=0.05, **{'for': 'nan'})]),
+     "threshold 'error_rate': for"),
+    (dict(thresholds=[dict(name='error_rate', metric='errors.rate', value=0.05, **{'for': '1e308'})]),
+     "threshold 'error_rate': for"),
+    (dict(thresholds=[dict(name='error_rate', metric='errors.rate', value='nan')]), "threshold 'error_rate': value"),
+]
+
+
+@pytest.mark.parametrize('args,option', BAD_SECONDS, ids=['-'.join('%s=%s' % kv for kv in sorted(a.items()))
+                                                          if 'thresholds' not in a else 'thresholds-%s' % i
+                                                          for i, (a, o) in enumerate(BAD_SECONDS)])
+def test_bad_numbers_fail_naming_the_option(watch, server, args, option):
+    merged = dict(duration=0, health_url=server.url + '/health',
+                  sources=[dict(name='app', url=server.url + '/metrics.json')],
+                  thresholds=[dict(name='error_rate', metric='errors.rate', value=0.05)])
+    merged.update(args)
+    result = watch(**merged)
+    assert_clear_failure(result, option)
+    assert 'unexpectedly' not in result['msg']
+    assert result['decision'] == 'unknown'

@@ -257,3 +257,55 @@ def test_bad_inputs_fail_clearly(run_module, args, fragments):
     result = run_module(MODULE, **args)
     assert_clear_failure(result, *fragments)
     assert 'Traceback' not in str(result.get('exception', '')), 'an expected error, not a crash'
+
+
+# Header values http.client cannot send (a line break would also inject a header), and names that are not tokens.
+BAD_HEADERS = [({'X-Trace': 'a\r\nX-Injected: 1'}, 'line break'), ({'X-Trace': 'a\nb'}, 'line break'),
+               ({'X-Trace': 'snow \u2603'}, 'Latin-1'), ({'X-Trace': 'a\x00b'}, 'control character'),
+               ({'X Trace:': 'a'}, 'not a valid header name')]
+HEADER_IDS = ['crlf', 'lf', 'non-latin-1', 'nul', 'name']
+
+
+@pytest.mark.parametrize('where', ['headers', 'checks[].headers', 'websocket'])
+@pytest.mark.parametrize('headers,why', BAD_HEADERS, ids=HEADER_IDS)
+def test_bad_header_fails_naming_the_option(run_module, server, where, headers, why):
+    check = dict(name='h', path='/echo')
+    if where == 'websocket':
+        check = dict(name='h', type='websocket', url=server.ws_url + '/echo', headers=headers)
+    args = dict(base_url=server.url, checks=[check])
+    if where == 'headers':
+        args['headers'] = headers
+        option = 'headers'
+    else:
+        check['headers'] = headers
+        option = "check 'h': headers"
+    result = run_module(MODULE, **args)
+    assert_clear_failure(result, option, "'%s'" % list(headers)[0], why)
+    assert 'unexpectedly' not in result['msg']
+
+
+@pytest.mark.parametrize('token,why', [(TOKEN + '\r\nX-Injected: 1', 'line break'), (TOKEN + '\u2603', 'Latin-1')],
+                         ids=['crlf', 'non-latin-1'])
+def test_bad_bearer_token_fails_naming_the_option_and_hides_it(smoke, token, why):
+    result = smoke(bearer_token=token, checks=[dict(name='h', path='/echo')])
+    assert_clear_failure(result, 'bearer_token', why)
+    assert TOKEN not in json.dumps(result)
+
+
+@pytest.mark.parametrize('args,option', [
+    (dict(timeout='1e308'), 'timeout'), (dict(timeout='nan'), 'timeout'), (dict(timeout='inf'), 'timeout'),
+    (dict(timeout='-1'), 'timeout'),
+    (dict(wait_timeout='1e308'), 'wait_timeout'), (dict(wait_timeout='nan'), 'wait_timeout'),
+    (dict(wait_timeout='inf'), 'wait_timeout'), (dict(wait_timeout='-1'), 'wait_timeout'),
+    (dict(interval='1e308'), 'interval'), (dict(interval='nan'), 'interval'), (dict(interval='inf'), 'interval'),
+    (dict(interval='-1'), 'interval'),
+    (dict(check_timeout='1e308'), "check 'h': timeout"), (dict(check_timeout='nan'), "check 'h': timeout"),
+    (dict(check_timeout='0'), "check 'h': timeout"),
+], ids=lambda v: v if isinstance(v, str) else '-'.join('%s=%s' % kv for kv in v.items()))
+def test_bad_seconds_fail_naming_the_option(smoke, args, option):
+    check = dict(name='h', path='/healthy')
+    if 'check_timeout' in args:
+        check['timeout'] = args.pop('check_timeout')
+    result = smoke(checks=[check], **args)
+    assert_clear_failure(result, option)
+    assert 'unexpectedly' not in result['msg']
