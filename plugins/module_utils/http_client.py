@@ -23,7 +23,7 @@ import ssl
 import struct
 import time
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
 SECRET_HEADER_WORDS = ('authorization', 'cookie', 'token', 'secret', 'password', 'api-key', 'apikey', 'x-api-key',
@@ -202,6 +202,9 @@ def _split(url, schemes):
     target = parts.path or '/'
     if parts.query:
         target += '?' + parts.query
+    # http.client sends the request line as ASCII (a UnicodeEncodeError otherwise): percent-encode what is not,
+    # as browsers and curl do, and keep what is already encoded
+    target = quote(target, safe="!#$%&'()*+,/:;=?@[]~")
     headers = {}
     if parts.username is not None:
         from urllib.parse import unquote
@@ -221,6 +224,14 @@ def error_kind(exc):
     if isinstance(exc, socket.gaierror):
         return 'DNS'
     return 'connection'
+
+
+def check_url(url, option, schemes=('http', 'https')):
+    """Raise OptionError naming `option` when url is not an absolute URL of one of the schemes (port in range)."""
+    try:
+        _split(url, schemes)
+    except HttpError as exc:
+        raise OptionError('%s: %s' % (option, exc))
 
 
 def describe_error(exc, url, timeout):

@@ -155,6 +155,9 @@ notes:
   - The V(redis) backend needs the C(redis) Python library on the managed host; the others need only
     psycopg2 (V(postgres)) or nothing beyond Python.
   - The V(http) backend reads the flag again after writing and fails if the API did not take the change.
+  - Header values (O(headers), O(api_token)) must be one line of Latin-1 text without control characters, and
+    header names RFC 9110 tokens; other values fail before any request, naming the option. O(timeout) must be
+    more than 0 and at most 604800 seconds (7 days).
 seealso:
   - name: Unleash admin API
     description: Feature and strategy endpoints used by the V(unleash) backend.

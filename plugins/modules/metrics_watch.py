@@ -442,6 +442,7 @@ class Source(object):
         if not re.match(r'^https?://[^/]', self.url or '', re.I):
             raise WatchError("source '%s': url '%s' must be an absolute http:// or https:// URL"
                              % (self.name, http.strip_credentials(self.url)))
+        http.check_url(self.url, "source '%s': url" % self.name)  # a port out of range, a bad IPv6 address
 
     def fetch(self, context):
         """(page, error, why): page is a parsed Exposition or JSON document, error a message, why its kind."""
@@ -486,6 +487,7 @@ class HealthSource(object):
         self.last_error = None
         if not re.match(r'^https?://[^/]', url or '', re.I):
             raise WatchError("health_url '%s' must be an absolute http:// or https:// URL" % http.strip_credentials(url))
+        http.check_url(url, 'health_url')
 
     def fetch(self, context):
         try:

@@ -160,6 +160,10 @@ notes:
   - The module never reports a change.
   - Redirects are not followed (as with C(curl) without C(-L)); list V(301) or V(302) in O(checks[].status)
     to accept one.
+  - Header values (O(headers), O(checks[].headers), O(bearer_token)) must be one line of Latin-1 text without
+    control characters, and header names RFC 9110 tokens; other values fail before any request, naming the option.
+  - Numbers of seconds (O(timeout), O(wait_timeout), O(interval), O(checks[].timeout)) must be finite and at most
+    604800 (7 days).
   - The failure message is a text table; with the default callback it shows with C(\n) escapes, with
     C(ANSIBLE_CALLBACK_RESULT_FORMAT=yaml) as a table.
 seealso:

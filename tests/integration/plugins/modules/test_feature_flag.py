@@ -318,6 +318,8 @@ def test_http_nested_fields_put_create_and_dropped_writes(run_module, flag_servi
     (dict(environment='production'), ['backend=http does not use environment (unleash)']),
     (dict(timeout=0), ['timeout must be more than 0 seconds']),
     (dict(percentage_field='a..b'), ["'a..b'"]),
+    (dict(write_method='PO\r\nST'), ["write_method", 'is not an HTTP method']),
+    (dict(api_url='http://127.0.0.1:1/api/v1/caf\u00e9/{name}', timeout=1), ['refused']),
 ])
 def test_http_bad_inputs(run_module, flag_service, args, fragments):
     flag_service.flags['x'] = {'enabled': False, 'rolloutPercentage': 0}

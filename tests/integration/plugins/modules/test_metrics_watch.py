@@ -238,6 +238,16 @@ def test_unreachable_health_url_is_a_breach(run_module):
     assert result['decision'] == 'rollback'
 
 
+def test_a_url_that_is_not_ascii_is_percent_encoded(watch, server):
+    # http.client sends the request line as ASCII: this raised UnicodeEncodeError in the read thread
+    result = watch(duration=0, sources=[dict(name='app', url=server.url + '/m\u00e9trics')],
+                   health_url=server.url + '/h\u00e9alth', on_inconclusive='keep',
+                   thresholds=[dict(name='error_rate', metric='errors.rate', value=0.05)])
+    assert_clear_failure(result, 'HTTP 404 from %s/h\u00e9alth' % server.url)
+    assert 'unexpectedly' not in result['msg']
+    assert server.calls['/m%C3%A9trics'] == 1 and server.calls['/h%C3%A9alth'] == 1
+
+
 def test_check_mode_watches_for_real(watch, server):
     result = watch(check=True, duration=0, thresholds=RUNBOOK_THRESHOLDS[:1])
     assert not result.get('failed'), result
@@ -266,6 +276,9 @@ def test_wrong_metric_name_fails_at_once_without_a_rollback_decision(watch, serv
     (dict(thresholds=[dict(name='x', source='prom', metric='a{b="c"', value=1)]), ["threshold 'x'", "missing '}'"]),
     (dict(thresholds=[dict(name='x', source='app', metric='a', quantile=0.95, value=1)]), ['quantile needs a Prometheus']),
     (dict(interval=0, thresholds=[dict(name='x', metric='a', value=1)]), ['interval must be more than 0']),
+    (dict(sources=[dict(name='a', url='http://127.0.0.1:99999/m')], thresholds=[dict(name='x', metric='a', value=1)]),
+     ["source 'a': url", 'Port out of range']),
+    (dict(sources=[], thresholds=[], health_url='http://127.0.0.1:99999/health'), ['health_url', 'Port out of range']),
 ])
 def test_bad_options_fail_clearly(watch, args, fragments):
     if args.get('thresholds') and args['thresholds'][0].get('quantile'):

@@ -232,6 +232,14 @@ def test_tls_certificates_are_verified(run_module, tls_server, tls_files):
     assert not unverified.get('failed'), unverified
 
 
+def test_a_path_that_is_not_ascii_is_percent_encoded(smoke, server):
+    # http.client sends the request line as ASCII: this raised UnicodeEncodeError in the check's thread
+    result = smoke(checks=[dict(name='h', path='/echo?q=caf\u00e9', expect_json_paths={'path': '/echo?q=caf%C3%A9'}),
+                           dict(name='w', type='websocket', url=server.ws_url + '/\u00e9cho', status=[101, 404, 403])])
+    assert 'unexpectedly' not in result.get('msg', ''), result
+    assert not result.get('failed'), result
+
+
 @pytest.mark.parametrize('args,fragments', [
     (dict(checks=[dict(name='h', path='/healthy')]), ["check 'h': path '/healthy' needs base_url"]),
     (dict(base_url='ftp://example.com', checks=[dict(name='h', path='/')]), ['base_url', 'http://']),

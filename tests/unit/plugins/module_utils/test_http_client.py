@@ -108,3 +108,48 @@ def test_message_sent_right_after_the_handshake_is_read():
                 b'Sec-WebSocket-Accept: ' + accept + b'\r\n\r\n' + struct.pack('!BB', 0x81, 5) + b'hello')
     result = http.websocket_exchange(_one_shot_server(reply), timeout=5, receive=True)
     assert (result.status, result.received) == (101, 'hello')
+
+
+@pytest.mark.parametrize('headers,why', [
+    ({'X-A': 'a\r\nX-B: 1'}, 'line break'), ({'X-A': 'a\rb'}, 'line break'), ({'X-A': 'a\x7fb'}, 'control character'),
+    ({'X-A': '\u2603'}, 'Latin-1'), ({'X-A': None}, 'needs a text value'), ({'X-A': {'b': 1}}, 'needs a text value'),
+    ({'X A': 'a'}, 'not a valid header name'), ({'X-\u00e9': 'a'}, 'not a valid header name'), ({'': 'a'}, 'not a valid'),
+])
+def test_check_headers_names_the_option_and_hides_the_value(headers, why):
+    with pytest.raises(http.OptionError) as caught:
+        http.check_headers(headers, "check 'h': headers")
+    message = str(caught.value)
+    assert message.startswith("check 'h': headers") and why in message
+    assert 'X-B: 1' not in message and '\u2603' not in message
+
+
+def test_check_headers_keeps_good_values():
+    assert http.check_headers({'X-A': 'caf\u00e9\tok', 'X-N': 7, 'Authorization': 'Bearer t'}) == {
+        'X-A': 'caf\u00e9\tok', 'X-N': '7', 'Authorization': 'Bearer t'}
+    assert http.check_headers(None) == {}
+
+
+def test_request_refuses_a_bad_header_before_connecting():
+    with pytest.raises(http.OptionError, match='line break'):
+        http.request('GET', 'http://127.0.0.1:1/', headers={'X-A': 'a\nb'}, timeout=1)
+
+
+@pytest.mark.parametrize('value,minimum_allowed,ok', [
+    (0, True, True), (0, False, False), (-1, True, False), (float('nan'), True, False), (float('inf'), True, False),
+    (1e308, True, False), (604800, True, True), (604800.5, True, False), (0.001, False, True), ('5', True, False),
+])
+def test_check_seconds(value, minimum_allowed, ok):
+    if ok:
+        assert http.check_seconds(value, 'interval', allow_minimum=minimum_allowed) == float(value)
+    else:
+        with pytest.raises(http.OptionError, match='^interval must be'):
+            http.check_seconds(value, 'interval', allow_minimum=minimum_allowed)
+
+
+def test_refused_request_has_a_kind():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(http.HttpError) as caught:
+        http.request('GET', 'http://127.0.0.1:%d/' % port, timeout=1)
+    assert caught.value.kind == 'refused'
