@@ -8,7 +8,7 @@ test: ## Install what is needed and run every test layer (what CI runs).
 	bash tests/scripts/run_all.sh
 
 test-fast: stack-start ## The inner loop: unit and integration tests not marked slow, in parallel, on the running stack.
-	bash -c 'source tests/scripts/env.sh && .venv/bin/pytest -p no:randomly -q -W ignore::DeprecationWarning -n 4 --dist worksteal -m "not slow"'
+	bash -c 'source tests/scripts/env.sh && .venv/bin/pytest -p no:randomly -q -W ignore::DeprecationWarning -n 4 --dist load --maxschedchunk 1 -m "not slow"'
 
 stack-start:
 	tests/scripts/bootstrap.sh && .venv/bin/python tests/stack/stack.py start

@@ -57,7 +57,7 @@ layer_command() {
     case "$1" in
         sanity) echo "ansible-test sanity|tests/sanity/run.sh" ;;
         lint) echo "ansible-lint (production profile)|tests/lint/run.sh" ;;
-        pytest) echo "unit + integration (pytest)|.venv/bin/pytest -p no:randomly -q -W ignore::DeprecationWarning -n ${PYTEST_WORKERS:-4} --dist worksteal --durations=25" ;;
+        pytest) echo "unit + integration (pytest)|.venv/bin/pytest -p no:randomly -q -W ignore::DeprecationWarning -n ${PYTEST_WORKERS:-4} --dist load --maxschedchunk 1 --durations=25" ;;
         molecule) echo "molecule|tests/scripts/molecule_all.sh" ;;
         *) return 1 ;;
     esac
