@@ -4,9 +4,14 @@
 """Names, sidecars and retention of pg_backup archives, on local disk and in S3.
 
 A backup is named ``<db>.<label>.<YYYYmmddTHHMMSSZ>[-N].<ext>``; dots separate the parts, and
-neither the label nor the (sanitised) database name may contain one, so names never collide.
-Beside it: ``<name>.sha256`` (``sha256sum -c`` format) and ``<name>.json`` (the manifest).  The
-manifest is written last, after verification: a backup without one is never reused.
+neither the label nor the database part may contain one.  The database part is the database name
+itself when it has only letters, digits, ``_`` and ``-``; any other name is written with those
+characters (the rest replaced by ``_``) followed by ``@`` and 16 hex digits of the name's sha256, so two
+databases never share a prefix (``a.b`` and ``a_b`` did before: see ``file_db_name``).
+Beside it: ``<name>.sha256`` (``sha256sum -c`` format) and ``<name>.json`` (the manifest, which records
+the real database name).  Both sidecars are written first under hidden ``.partial.`` names; the archive
+takes its final name last, so a backup under a final name always has its sidecars.  Retention and lookup
+go by the database recorded in the manifest and count only complete, verified backups.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import subprocess
 
 EXTENSIONS = {'custom': 'dump', 'directory': 'dir', 'plain': 'sql', 'tar': 'tar'}
 FORMATS_BY_EXTENSION = {'dump': 'custom', 'dir': 'directory', 'sql': 'plain', 'sql.gz': 'plain', 'tar': 'tar'}
-NAME_RE = re.compile(r'^(?P<db>[A-Za-z0-9_-]+)\.(?P<label>[A-Za-z0-9_-]+)\.(?P<ts>\d{8}T\d{6}Z)(?:-(?P<seq>\d+))?'
+NAME_RE = re.compile(r'^(?P<db>[A-Za-z0-9_-]+(?:@[0-9a-f]{16})?)\.(?P<label>[A-Za-z0-9_-]+)\.(?P<ts>\d{8}T\d{6}Z)(?:-(?P<seq>\d+))?'
                      r'\.(?P<ext>dump|dir|sql\.gz|sql|tar)$')
 LABEL_RE = re.compile(r'^[A-Za-z0-9_-]{1,64}$')
 TIMESTAMP_FORMAT = '%Y%m%dT%H%M%SZ'
@@ -38,7 +43,24 @@ class CatalogError(Exception):
 
 
 def safe_db_name(dbname):
+    """dbname with every character other than letters, digits, '_' and '-' replaced by '_' (not injective:
+    the database part of names written before the hash was added)."""
     return re.sub(r'[^A-Za-z0-9_-]', '_', dbname)
+
+
+def file_db_name(dbname):
+    """The database part of a backup name: injective, file- and S3-safe.  A name that is already safe is kept
+    as it is (so names of such databases did not change); any other gets its sha256 after an '@', which a safe
+    name cannot contain."""
+    safe = safe_db_name(dbname)
+    if safe == dbname:
+        return dbname
+    return '%s@%s' % (safe, hashlib.sha256(dbname.encode('utf-8')).hexdigest()[:16])
+
+
+def name_prefixes(dbname):
+    """Database parts under which backups of dbname can be found: today's, and the one before the hash."""
+    return {file_db_name(dbname), safe_db_name(dbname)}
 
 
 def extension(fmt, compress):
@@ -50,7 +72,7 @@ def extension(fmt, compress):
 
 def backup_name(dbname, label, fmt, compress, when, taken=()):
     """A new backup's name; ``taken`` holds names already present (a second backup in the same second)."""
-    base = '%s.%s.%s' % (safe_db_name(dbname), label, when.strftime(TIMESTAMP_FORMAT))
+    base = '%s.%s.%s' % (file_db_name(dbname), label, when.strftime(TIMESTAMP_FORMAT))
     ext = extension(fmt, compress)
     name = '%s.%s' % (base, ext)
     seq = 0
@@ -89,21 +111,42 @@ def parse_duration(text):
 # -- local catalog -------------------------------------------------------------------------
 
 def local_backups(dest, dbname, label):
-    """Backups of dbname/label in dest, newest first; each with 'manifest' (dict or None)."""
+    """Backups of dbname/label in dest, newest first; each with 'manifest' (dict or None) and 'complete'.
+
+    A backup whose manifest names another database is not one of dbname's (a name written before the
+    hash, e.g. ``a_b.`` holding ``a.b``).  'complete': both sidecars are there and the manifest says
+    verification passed; only complete backups count toward retention and are restored by label.
+    """
     found = []
     try:
         entries = os.listdir(dest)
     except OSError:
         return found
+    prefixes = name_prefixes(dbname)
     for entry in entries:
         info = parse_name(entry)
-        if not info or info['db'] != safe_db_name(dbname) or info['label'] != label:
+        if not info or info['db'] not in prefixes or info['label'] != label:
             continue
         info['path'] = os.path.join(dest, entry)
         info['manifest'] = read_manifest(info['path'])
+        if not belongs_to(info, dbname, info['manifest']):
+            continue
+        info['complete'] = is_complete(info['manifest'], os.path.exists(info['path'] + '.sha256'))
         found.append(info)
     found.sort(key=sort_key, reverse=True)
     return found
+
+
+def belongs_to(info, dbname, manifest):
+    """Whether a backup found under one of dbname's prefixes is dbname's: its manifest says so, or (no manifest)
+    its name can only be dbname's (the hashed form, or a safe name)."""
+    if manifest is not None:
+        return manifest.get('db') == dbname
+    return info['db'] == file_db_name(dbname)
+
+
+def is_complete(manifest, has_checksum):
+    return bool(manifest) and has_checksum and bool((manifest.get('verification') or {}).get('passed'))
 
 
 def read_manifest(path):
@@ -320,36 +363,66 @@ class DestLock(object):
         return False
 
 
-def select_expired(backups, keep, protect=()):
-    """Backups (newest first) beyond the newest ``keep``, never any name in protect."""
-    return [b for b in backups[keep:] if b['name'] not in protect]
+def select_expired(backups, keep, protect=(), since=None):
+    """Complete backups (newest first) beyond the newest ``keep`` complete ones, never any name in protect nor
+    one whose run finished at or after ``since`` (a concurrent run reported it: see 'finished').  Incomplete
+    backups neither count nor are deleted."""
+    complete = [b for b in backups if b.get('complete', True)]
+    return [b for b in complete[keep:] if b['name'] not in protect
+            and not (since is not None and b.get('finished') is not None and b['finished'] >= since)]
+
+
+def local_finished(path):
+    """When the run that made or reused the backup at path finished with it: its manifest's mtime (UTC); the
+    run touches it last, while it still holds the dest lock."""
+    try:
+        return datetime.datetime.fromtimestamp(os.stat(path + '.json').st_mtime, datetime.timezone.utc)
+    except OSError:
+        return None
+
+
+def touch(path):
+    """Mark the backup at path as just reported by this run (see local_finished)."""
+    try:
+        os.utime(path + '.json', None)
+    except OSError:
+        pass
 
 
 # -- S3 catalog ----------------------------------------------------------------------------
 
 def s3_backups(keys, prefix, dbname, label):
-    """Group S3 keys under prefix into backups of dbname/label, newest first.
+    """Group S3 keys under prefix into backups possibly of dbname/label, newest first.
 
     Each item: name, created, format, keys (every object of the backup, sidecars included), key
-    (the archive object, or the directory prefix for directory format).
+    (the archive object, or the directory prefix for directory format), manifest_key (the ``.json``
+    object, None while the backup is still being uploaded) and manifest_modified.  The caller reads the
+    manifest to tell dbname's backups from those of another database under a name written before the hash.
     """
     base = (prefix or '').strip('/')
     base = base + '/' if base else ''
     grouped = {}
-    for key, dummy_size, dummy_modified in keys:
+    prefixes = name_prefixes(dbname)
+    for key, dummy_size, modified in keys:
         if not key.startswith(base):
             continue
         rest = key[len(base):]
         head, sep, dummy_tail = rest.partition('/')
         name = head
+        suffix_found = None
         for suffix in ('.sha256', '.json'):
             if not sep and name.endswith(suffix):
                 name = name[:-len(suffix)]
+                suffix_found = suffix
         info = parse_name(name)
-        if not info or info['db'] != safe_db_name(dbname) or info['label'] != label:
+        if not info or info['db'] not in prefixes or info['label'] != label:
             continue
-        entry = grouped.setdefault(name, dict(info, keys=[], key=base + name))
+        entry = grouped.setdefault(name, dict(info, keys=[], key=base + name, manifest_key=None,
+                                              manifest_modified=None))
         entry['keys'].append(key)
+        if suffix_found == '.json':
+            entry['manifest_key'] = key
+            entry['manifest_modified'] = modified
     found = list(grouped.values())
     found.sort(key=sort_key, reverse=True)
     return found

@@ -5,7 +5,10 @@
 
 One place turns the module options (login_* options or a ``postgres://`` URL) into connection
 parameters, opens psycopg2 connections, and builds the libpq environment for pg_dump, pg_restore
-and psql.  Passwords travel in a 0600 passfile named by ``PGPASSFILE``, never on a command line.
+and psql.  Passwords travel in ``PGPASSWORD`` in the environment of the one child process that needs
+it, never on a command line and never in a file (a killed module cannot leave it behind).  A database
+name is always a name: tools get it in ``PGDATABASE`` (never expanded as a connection string) or as a
+quoted ``dbname='...'`` connection string (``dbname_conninfo``), never as a bare ``--dbname=<name>``.
 """
 
 from __future__ import annotations
@@ -139,27 +142,45 @@ def _escape_passfile(value):
     return str(value).replace('\\', '\\\\').replace(':', '\\:')
 
 
-def write_passfile(conn, directory):
-    """Write a libpq passfile (0600) for conn's password into directory; return its path or None."""
+def passfile_host(conn):
+    """The host field libpq compares passfile lines with: 'localhost' for the local socket."""
+    host = conn.get('host')
+    if not host or host.startswith('/') or host.startswith('@'):
+        return 'localhost'
+    return host
+
+
+def write_passfile(conn, directory, databases=None):
+    """Write a libpq passfile (0600) into directory; return its path or None.
+
+    One line per database (default: conn's), each for conn's host, port and user only, so a connection
+    anywhere else never gets the password.  pg_backup no longer writes one (see libpq_environment).
+    """
     if conn.get('password') in (None, ''):
         return None
     path = os.path.join(directory, 'pgpass')
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, 'w') as handle:
-        # Wildcards: the passfile lives in a private directory for this one module run.
-        handle.write('*:*:*:*:%s\n' % _escape_passfile(conn['password']))
+        for dbname in databases or [conn['dbname']]:
+            handle.write('%s:%s:%s:%s:%s\n' % tuple(_escape_passfile(v) for v in (
+                passfile_host(conn), conn['port'], dbname, conn['user'], conn['password'])))
     return path
 
 
-def libpq_environment(conn, passfile, dbname=None):
-    """Environment variables that point libpq tools at conn (the password stays in the passfile)."""
+def libpq_environment(conn, passfile=None, dbname=None):
+    """Environment variables that point a libpq tool at conn and the database dbname (default conn's).
+
+    The password is in PGPASSWORD: this dict goes into the environment of that one child process only, so
+    nothing holding it is ever written to disk.  PGDATABASE is taken as a database name, never expanded as a
+    connection string.
+    """
     env = {
         'PGPORT': str(conn['port']),
         'PGUSER': conn['user'],
         'PGDATABASE': dbname or conn['dbname'],
         'PGCONNECT_TIMEOUT': str(conn.get('connect_timeout') or 10),
         'PGAPPNAME': 'runbook.deploy',
-        'PGPASSWORD': '',
+        'PGPASSWORD': '' if passfile else (conn.get('password') or ''),
     }
     if conn.get('host'):
         env['PGHOST'] = conn['host']
@@ -170,6 +191,15 @@ def libpq_environment(conn, passfile, dbname=None):
     if passfile:
         env['PGPASSFILE'] = passfile
     return env
+
+
+def dbname_conninfo(dbname):
+    """A connection string that names the database dbname and nothing else, for a tool's ``--dbname``.
+
+    libpq expands a ``--dbname`` value holding ``=`` (or starting with ``postgres://``) as a connection string,
+    so a database named ``host=evil dbname=x`` would connect elsewhere; quoted as a value it is only a name.
+    """
+    return "dbname='%s'" % dbname.replace('\\', '\\\\').replace("'", "\\'")
 
 
 def connect(conn, dbname=None, autocommit=True):
@@ -326,17 +356,32 @@ def clone_database_sql(connection, source, target):
     def lit(value):
         return literal(connection, value)
 
-    create = ['CREATE DATABASE %s WITH TEMPLATE template0' % q(target), 'OWNER %s' % q(props['owner']),
-              'ENCODING %s' % lit(props['encoding_name']), 'LC_COLLATE %s' % lit(props['datcollate']),
-              'LC_CTYPE %s' % lit(props['datctype']), 'TABLESPACE %s' % q(props['tablespace']),
-              'CONNECTION LIMIT %d' % props['datconnlimit']]
+    # Only what differs from what CREATE DATABASE ... TEMPLATE template0 gives anyway: each clause can need a
+    # privilege of its own (TABLESPACE pg_default needs CREATE on it, OWNER membership in that role), which a
+    # least-privilege owner with CREATEDB does not have (and does not need for the defaults).
+    default = database_properties(connection, 'template0') or {}
+    current = query_all(connection, 'SELECT current_user')[0][0]
+    create = ['CREATE DATABASE %s WITH TEMPLATE template0' % q(target)]
+    if props['owner'] != current:
+        create.append('OWNER %s' % q(props['owner']))
+    if props['encoding_name'] != default.get('encoding_name'):
+        create.append('ENCODING %s' % lit(props['encoding_name']))
+    for column, clause in (('datcollate', 'LC_COLLATE'), ('datctype', 'LC_CTYPE')):
+        if props[column] != default.get(column):
+            create.append('%s %s' % (clause, lit(props[column])))
+    if props['tablespace'] != default.get('tablespace', 'pg_default'):
+        create.append('TABLESPACE %s' % q(props['tablespace']))
+    if props['datconnlimit'] != -1:
+        create.append('CONNECTION LIMIT %d' % props['datconnlimit'])
     provider = props.get('datlocprovider')
-    if provider == 'i':
+    icu = props.get('daticulocale') or props.get('datlocale')
+    same_locale = provider == default.get('datlocprovider') and icu == (
+        default.get('daticulocale') or default.get('datlocale'))
+    if provider == 'i' and not same_locale:
         create.append('LOCALE_PROVIDER icu')
-        icu = props.get('daticulocale') or props.get('datlocale')
         if icu:
             create.append('ICU_LOCALE %s' % lit(icu))
-    elif provider == 'b':
+    elif provider == 'b' and not same_locale:
         create.append('LOCALE_PROVIDER builtin')
         if props.get('datlocale'):
             create.append('BUILTIN_LOCALE %s' % lit(props['datlocale']))
@@ -377,3 +422,85 @@ def rename_databases(connection, renames):
 def drop_database(connection, dbname, force=False):
     with connection.cursor() as cursor:
         cursor.execute('DROP DATABASE IF EXISTS %s%s' % (quote_ident(connection, dbname), ' WITH (FORCE)' if force else ''))
+
+
+def missing_restore_privileges(connection, target, exists):
+    """What the connected user lacks for a clean restore of target (a new database swapped in by rename), as
+    phrases ready for a message; [] when nothing is missing.  Checked before anything changes.
+
+    Needed: CREATEDB; for an existing target, the privileges of its owner role (rename it, comment on it,
+    grant on it) and membership in it when it is another role (CREATE DATABASE ... OWNER), CREATE on its
+    tablespace when that is not the default, and CREATEROLE when other roles have settings in it.
+    """
+    rows = query_all(connection, 'SELECT current_user, rolsuper, rolcreatedb, rolcreaterole FROM pg_roles '
+                                 'WHERE rolname = current_user')
+    user, superuser, createdb, createrole = rows[0]
+    if superuser:
+        return []
+    missing = []
+    if not createdb:
+        missing.append("the CREATEDB privilege (ALTER ROLE %s CREATEDB)" % quote_ident(connection, user))
+    if not exists:
+        return missing
+    props = database_properties(connection, target)
+    owner = props['owner']
+    if owner != user and not query_all(connection, "SELECT pg_has_role(%s, 'MEMBER')", (owner,))[0][0]:
+        missing.append("membership in the owner role %s of database '%s' (GRANT %s TO %s)"
+                       % (owner, target, quote_ident(connection, owner), quote_ident(connection, user)))
+    default = database_properties(connection, 'template0') or {}
+    if props['tablespace'] != default.get('tablespace', 'pg_default') and not query_all(
+            connection, "SELECT has_tablespace_privilege(%s, 'CREATE')", (props['tablespace'],))[0][0]:
+        missing.append('CREATE on tablespace %s (GRANT CREATE ON TABLESPACE %s TO %s)'
+                       % (props['tablespace'], quote_ident(connection, props['tablespace']), quote_ident(connection, user)))
+    others = query_all(connection, """
+        SELECT DISTINCT r.rolname FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+        JOIN pg_roles r ON r.oid = s.setrole WHERE d.datname = %s AND r.rolname <> current_user""", (target,))
+    if others and not createrole:
+        missing.append('the CREATEROLE privilege, to copy the settings roles %s have in it (ALTER ROLE ... IN '
+                       'DATABASE ... SET)' % ', '.join(r[0] for r in others))
+    return missing
+
+
+# pg_dump/pg_restore --jobs above this is never useful and only exhausts connection slots.
+MAX_JOBS = 64
+
+
+def free_connections(connection, dbname=None):
+    """How many more connections the connected user can open to dbname (default: the current database) right
+    now, within the server's max_connections (less the slots reserved for superusers, which a non-superuser
+    cannot use), the role's and the database's CONNECTION LIMIT (which do not apply to superusers).
+
+    Of the server's slots, server_headroom() stay free for the applications.  Returns (free, detail): detail
+    names the binding limit for a message.  This connection is counted as used: the caller closes it before the
+    tools start, which leaves one spare.
+    """
+    row = query_all(connection, """
+        SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int,
+               (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+               r.rolsuper, r.rolconnlimit,
+               (SELECT count(*) FROM pg_stat_activity WHERE usename = current_user AND backend_type = 'client backend'),
+               d.datconnlimit,
+               (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid AND backend_type = 'client backend')
+        FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = coalesce(%s, current_database())
+    """, (dbname,))[0]
+    max_conn, reserved, used, superuser, role_limit, role_used, db_limit, db_used = row
+    headroom = server_headroom(max_conn)
+    limits = [(max_conn - (0 if superuser else reserved) - used - headroom,
+               'the free connection slots of the server (max_connections %d, %d reserved for superusers, %d in use, '
+               '%d left for others)' % (max_conn, reserved, used, headroom))]
+    if not superuser and role_limit >= 0:
+        limits.append((role_limit - role_used, 'the CONNECTION LIMIT %d of the role (%d in use)' % (role_limit, role_used)))
+    if not superuser and db_limit >= 0:
+        limits.append((db_limit - db_used, 'the CONNECTION LIMIT %d of the database (%d in use)' % (db_limit, db_used)))
+    return min(limits)
+
+
+def server_headroom(max_connections):
+    """Server slots a backup leaves free for the applications: a tenth of max_connections, at least 3."""
+    return max(3, max_connections // 10)
+
+
+def bound_jobs(requested, free, extra=1):
+    """The --jobs value to use: requested, reduced so the tools' connections (jobs + extra: pg_dump's leader,
+    our own snapshot connection) fit in free, never below 1 nor above MAX_JOBS."""
+    return max(1, min(requested, MAX_JOBS, free - extra))

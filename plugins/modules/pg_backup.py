@@ -436,7 +436,9 @@ executed_commands:
 
 import contextlib
 import datetime
+import errno
 import hashlib
+import json
 import os
 import re
 import time
@@ -449,7 +451,7 @@ from ansible_collections.runbook.deploy.plugins.module_utils import backup_catal
 from ansible_collections.runbook.deploy.plugins.module_utils import postgres as pg
 from ansible_collections.runbook.deploy.plugins.module_utils import s3
 from ansible_collections.runbook.deploy.plugins.module_utils.command import (
-    CommandError, CommandRunner, PrivateWorkspace, find_tool, last_lines, tool_major_version)
+    CommandError, CommandRunner, PrivateWorkspace, child_environment, find_tool, last_lines, tool_major_version)
 
 PLAIN_TRAILER = b'-- PostgreSQL database dump complete'
 PLAIN_CREATE_PUBLIC = b'\nCREATE SCHEMA public;\n'
@@ -519,6 +521,8 @@ class PgBackup(object):
         self.tools = None
         self.server_version = None
         self.s3 = None
+        # Retention never deletes a backup another run reported after this one started (see apply_retention).
+        self.started = utcnow()
 
     @contextlib.contextmanager
     def options(self, **values):
@@ -541,6 +545,10 @@ class PgBackup(object):
             raise BackupError('compress is not supported by the tar format; use format=custom or directory')
         if p['jobs'] < 1:
             raise BackupError('jobs must be 1 or more, not %d' % p['jobs'])
+        if p['jobs'] > pg.MAX_JOBS:
+            raise BackupError('jobs=%d is more than pg_backup ever runs (at most %d): each job is a connection to the '
+                              'server; set jobs to the number of CPU cores the server can spare'
+                              % (p['jobs'], pg.MAX_JOBS))
         if p['jobs'] > 1 and p['format'] != 'directory' and p['state'] == 'present':
             raise BackupError('jobs > 1 needs format=directory: pg_dump dumps in parallel only into a directory')
         if p['keep'] < 0:
@@ -563,18 +571,36 @@ class PgBackup(object):
         self.conn = pg.connection_from_params(p)
 
     def prepare(self, workspace):
-        passfile = pg.write_passfile(self.conn, workspace.path)
-        self.env = pg.libpq_environment(self.conn, passfile)
-        self.passfile = passfile
+        # The password goes into PGPASSWORD in the environment of each tool's process only (child_environment):
+        # no passfile, so a killed module leaves nothing with the password on disk.
+        self.env = pg.libpq_environment(self.conn)
         connection = pg.connect(self.conn, dbname=self.params['maintenance_db']
                                 if self.params['state'] == 'restored' else None)
         try:
             self.server_version = pg.server_version(connection)
+            if self.params['jobs'] > 1:
+                self.bound_jobs(connection)
         finally:
             connection.close()
         self.tools = Tools(self.runner, self.params['pg_bin_dir'], self.server_version[0])
         if self.params['s3_bucket'] or (self.params['src'] or '').startswith('s3://'):
             self.s3 = s3.s3_client(self.params)
+
+    def bound_jobs(self, connection):
+        """Reduce jobs to the connections the server, the role and the database leave free (with a warning):
+        pg_dump and pg_restore open one connection per job and fail, or starve the applications, beyond that."""
+        p = self.params
+        dbname = None
+        if p['state'] == 'restored' and pg.database_exists(connection, self.conn['dbname']):
+            dbname = self.conn['dbname']
+        free, detail = pg.free_connections(connection, dbname)
+        # pg_dump's (or pg_restore's) leader connection, and our own snapshot connection with verify=restore.
+        extra = 2 if p['verify'] == 'restore' and p['state'] == 'present' else 1
+        jobs = pg.bound_jobs(p['jobs'], free, extra)
+        if jobs < p['jobs']:
+            self.module.warn('jobs=%d reduced to %d: %s leave room for %d more connection(s), and each job is one'
+                             % (p['jobs'], jobs, detail, max(free, 0)))
+            self.params = dict(p, jobs=jobs)
 
     def ensure_dest(self):
         dest = self.params['dest']
@@ -612,6 +638,10 @@ class PgBackup(object):
                 result = self.dump(dbname, label, existing)
                 changed = True
             changed = self.apply_retention(dbname, label, result['name'], planned=result.get('planned', False)) or changed
+            if not self.module.check_mode:
+                # Mark the backup as reported now, while the lock is held: a run that started before this moment
+                # (and waits for the lock) must not prune it (see apply_retention).
+                catalog.touch(result['path'])
         return changed, result
 
     def planned(self, dbname, label, existing=()):
@@ -629,7 +659,7 @@ class PgBackup(object):
         now = utcnow()
         for info in existing:
             manifest = info['manifest']
-            if not manifest or not manifest.get('verification', {}).get('passed'):
+            if not info['complete']:
                 continue
             if manifest.get('format') != self.params['format']:
                 continue
@@ -746,8 +776,13 @@ class PgBackup(object):
                     uploader.abort()
                     uploader = None
                 timings['upload_wait'] = round(time.time() - mark, 3)
-            os.rename(partial, final)
-            catalog.fsync_dir(dest)
+            manifest = dict(
+                name=name, path=final, db=dbname, label=label, format=p['format'], compress=p['compress'],
+                created=created.isoformat(), size=size, sha256=sha256, checksum_file=final + '.sha256',
+                verification=verification, server_version='%d.%d' % self.server_version,
+                pg_dump_version=self.tools.dump_major, dump_duration=round(dump_duration, 3), reused=False,
+                timings=timings)
+            self.publish(partial, final, checksum_text, manifest)
         except Exception:
             if uploader:
                 uploader.abort()
@@ -756,14 +791,6 @@ class PgBackup(object):
         finally:
             if snapshot_conn is not None:
                 snapshot_conn.close()
-        catalog.write_checksum(final, checksum_text)
-        manifest = dict(
-            name=name, path=final, db=dbname, label=label, format=p['format'], compress=p['compress'],
-            created=created.isoformat(), size=size, sha256=sha256, checksum_file=final + '.sha256',
-            verification=verification, server_version='%d.%d' % self.server_version,
-            pg_dump_version=self.tools.dump_major, dump_duration=round(dump_duration, 3), reused=False,
-            timings=timings)
-        catalog.write_manifest(final, manifest)
         if upload_error:
             raise BackupError('%s; the verified local backup is kept at %s' % (upload_error, final))
         if p['s3_bucket']:
@@ -778,16 +805,48 @@ class PgBackup(object):
                     uploader.abort()
                 raise BackupError('%s; the verified local backup is kept at %s' % (exc, final))
             timings['upload_finish'] = round(time.time() - mark, 3)
-            catalog.write_manifest(final, manifest)
+            try:
+                catalog.write_manifest(final, manifest)
+            except OSError as exc:
+                raise BackupError("the backup %s is complete and uploaded to %s, but its manifest could not be updated "
+                                  "with the S3 location (%s); free space in dest '%s'"
+                                  % (final, manifest['s3_uri'], exc.strerror or exc, dest))
         manifest['duration'] = round(time.time() - started, 3)
         return manifest
+
+    def publish(self, partial, final, checksum_text, manifest):
+        """Give a verified backup its final name: both sidecars first (under hidden partial names, then renamed),
+        the archive last, so a backup under a final name always has its .sha256 and .json.  A failure (the disk
+        fills up writing a sidecar) leaves nothing under a backup name."""
+        dest = os.path.dirname(final)
+        renamed = []
+        try:
+            catalog.write_checksum(partial, checksum_text)
+            catalog.write_manifest(partial, manifest)
+            for suffix in ('.sha256', '.json'):
+                os.rename(partial + suffix, final + suffix)
+                renamed.append(final + suffix)
+            os.rename(partial, final)
+            catalog.fsync_dir(dest)
+        except OSError as exc:
+            hidden = [os.path.join(dest, catalog.PARTIAL_PREFIX + os.path.basename(partial) + suffix)
+                      for suffix in ('.sha256', '.json')]  # write_atomically's own temporary files
+            for path in renamed + [partial + '.sha256', partial + '.json'] + hidden:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            if exc.errno == errno.ENOSPC:
+                raise BackupError("cannot finish the backup: dest '%s' is full (No space left on device) while writing "
+                                  "its checksum and manifest; free space or choose another dest. Nothing was left under "
+                                  "a backup name and earlier backups are untouched" % dest)
+            raise BackupError("cannot finish the backup in dest '%s': %s (%s); nothing was left under a backup name and "
+                              "earlier backups are untouched" % (dest, exc.strerror or exc, exc.filename or final))
 
     def stream_dump(self, argv, env, partial, uploader, dest):
         """Run pg_dump writing to stdout; copy its output into partial, hashing it and feeding the S3 upload
         as it comes (no second read of the archive); fsync.  Return (sha256 hex, size)."""
         self.runner.record(argv)
-        full_env = dict(os.environ)
-        full_env.update(env, LC_MESSAGES='C')
+        # Only what pg_dump needs (the password among it): never the module's whole environment.
+        full_env = child_environment(dict(env, LC_MESSAGES='C'))
         try:
             rc, text, sha256, size, write_error = catalog.write_command_output(
                 [str(a) for a in argv], full_env, partial, os.path.join(self.workspace.path, 'pg_dump.stderr'),
@@ -924,12 +983,14 @@ class PgBackup(object):
             if path.endswith('.gz'):
                 script = self.gunzip(path)
             argv = [self.tools.path('psql'), '--no-psqlrc', '--quiet', '--no-password', '--set=ON_ERROR_STOP=1',
-                    '--dbname=%s' % dbname, '--file=%s' % script]
+                    # A quoted dbname='...' connection string: a bare --dbname=<name> is expanded as one.
+                    '--dbname=%s' % pg.dbname_conninfo(dbname), '--file=%s' % script]
             if single_transaction:
                 argv.append('--single-transaction')
             step = 'psql restoring %s into %s' % (os.path.basename(path), dbname)
         else:
-            argv = [self.tools.path('pg_restore'), '--exit-on-error', '--no-password', '--dbname=%s' % dbname]
+            argv = [self.tools.path('pg_restore'), '--exit-on-error', '--no-password',
+                    '--dbname=%s' % pg.dbname_conninfo(dbname)]
             if clean:
                 argv += ['--clean', '--if-exists']
             if single_transaction:
@@ -1024,27 +1085,60 @@ class PgBackup(object):
 
     # -- retention -------------------------------------------------------------------------
     def apply_retention(self, dbname, label, keep_name, planned=False):
+        """Delete complete backups of dbname/label beyond the newest keep, locally and in S3.
+
+        Only complete, verified backups count and are deleted (an archive without sidecars or manifest is left
+        alone); a backup is dbname's by the database its manifest records, not by its name; and a backup another
+        run reported after this run started is never deleted (it may be the one that run's caller relies on).
+        """
         if not self.params['keep']:
             return False
         # In check mode the planned backup does not exist yet but takes one of the slots.
         keep = self.params['keep'] - 1 if planned else self.params['keep']
         changed = False
-        local = catalog.select_expired(catalog.local_backups(self.params['dest'], dbname, label), keep, {keep_name})
-        for info in local:
+        backups = catalog.local_backups(self.params['dest'], dbname, label)
+        for info in backups:
+            info['finished'] = catalog.local_finished(info['path'])
+        for info in catalog.select_expired(backups, keep, {keep_name}, since=self.started):
             changed = True
             if not self.module.check_mode:
                 catalog.remove_backup(info['path'])
             self.removed.append(info['path'])
         if self.params['s3_bucket']:
             bucket = self.params['s3_bucket']
-            prefix = s3.join_key(self.params['s3_prefix'], '')
-            listed = catalog.s3_backups(s3.list_keys(self.s3, bucket, prefix), self.params['s3_prefix'], dbname, label)
-            for info in catalog.select_expired(listed, keep, {keep_name}):
+            listed = self.s3_catalog(bucket, self.params['s3_prefix'], dbname, label)
+            for info in catalog.select_expired(listed, keep, {keep_name}, since=self.started):
                 changed = True
                 if not self.module.check_mode:
                     s3.delete_keys(self.s3, bucket, info['keys'])
                 self.removed.append('s3://%s/%s' % (bucket, info['key']))
         return changed
+
+    def s3_catalog(self, bucket, prefix, dbname, label):
+        """Backups of dbname/label in S3, newest first, as catalog.s3_backups lists them, each with its manifest
+        read (None while still being uploaded): those whose manifest names another database are left out."""
+        keys = s3.list_keys(self.s3, bucket, s3.join_key(prefix, ''))
+        found = []
+        for info in catalog.s3_backups(keys, prefix, dbname, label):
+            info['manifest'] = self.s3_manifest(bucket, info['manifest_key']) if info['manifest_key'] else None
+            if not catalog.belongs_to(info, dbname, info['manifest']):
+                continue
+            info['complete'] = catalog.is_complete(info['manifest'], info['key'] + '.sha256' in info['keys'])
+            info['finished'] = info['manifest_modified']
+            found.append(info)
+        return found
+
+    def s3_manifest(self, bucket, key):
+        try:
+            body = self.s3.get_object(Bucket=bucket, Key=key)['Body'].read()
+        except Exception as exc:  # pylint: disable=broad-except
+            if getattr(exc, 'response', {}).get('Error', {}).get('Code') in ('NoSuchKey', '404'):
+                return None  # deleted since the listing (another run's retention)
+            raise BackupError(s3.explain(exc, 'reading the manifest s3://%s/%s failed' % (bucket, key)))
+        try:
+            return json.loads(body.decode('utf-8'))
+        except ValueError:
+            return None
 
     # -- restore ---------------------------------------------------------------------------
     def restore(self):
@@ -1053,18 +1147,26 @@ class PgBackup(object):
         started = time.time()
         source_path, fmt, expected, source_uri = self.resolve_source()
         checksum_verified, data_tables, creates_public = self.check_source(source_path, fmt, expected)
-        admin = pg.connect(self.conn, dbname=p['maintenance_db'])
-        try:
-            exists = pg.database_exists(admin, target)
-            sessions = pg.other_sessions(admin, target) if exists else []
-            if sessions and not p['terminate_sessions']:
-                raise BackupError(self.sessions_message(target, sessions))
-        finally:
-            admin.close()
         # A clean restore (or one into a new database) goes into a scratch database that replaces the target
         # only once it is complete: pg_restore --clean cannot drop a table that an object created after the
         # backup depends on (a materialized view), and it keeps whatever the archive does not hold.
-        swap = p['clean'] or not exists
+        admin = pg.connect(self.conn, dbname=p['maintenance_db'])
+        try:
+            exists = pg.database_exists(admin, target)
+            swap = p['clean'] or not exists
+            sessions = pg.other_sessions(admin, target) if exists else []
+            if sessions and not p['terminate_sessions']:
+                raise BackupError(self.sessions_message(target, sessions))
+            # Before anything changes (the safety backup included): the privileges the swap needs.
+            missing = pg.missing_restore_privileges(admin, target, exists) if swap else []
+            if missing:
+                raise BackupError(
+                    "a clean restore (clean=true, or a target database that does not exist yet) of database '%s' as "
+                    "user '%s' needs %s; nothing was changed. Grant it, restore as the owner or a superuser, or "
+                    "restore in place with clean=false into an existing database"
+                    % (target, self.conn['user'], '; '.join(missing)))
+        finally:
+            admin.close()
         restored = dict(path=source_path, name=os.path.basename((source_path or source_uri).rstrip('/')),
                         format=fmt, sha256=expected)
         result = dict(target_db=target, source=source_uri, checksum_verified=checksum_verified,
@@ -1233,11 +1335,11 @@ class PgBackup(object):
                 raise BackupError("src '%s' does not exist" % path)
             return path, self.format_of(path), catalog.read_checksum(path), path
         source_db = p['source_db'] or self.conn['dbname']
-        local = [b for b in catalog.local_backups(p['dest'], source_db, p['label']) if b['manifest']]
+        # Only complete backups whose manifest records source_db: a name alone can be another database's.
+        local = [b for b in catalog.local_backups(p['dest'], source_db, p['label']) if b['complete']]
         remote = []
         if p['s3_bucket']:
-            keys = s3.list_keys(self.s3, p['s3_bucket'], s3.join_key(p['s3_prefix'], ''))
-            remote = catalog.s3_backups(keys, p['s3_prefix'], source_db, p['label'])
+            remote = [b for b in self.s3_catalog(p['s3_bucket'], p['s3_prefix'], source_db, p['label']) if b['complete']]
         newest_local = local[0] if local else None
         newest_remote = remote[0] if remote else None
         if newest_remote and (not newest_local or catalog.sort_key(newest_remote) > catalog.sort_key(newest_local)):

@@ -467,9 +467,13 @@ def test_password_never_on_a_command_line_nor_in_results(backup, big_db, stack):
                 environ = dict(item.partition(b'=')[::2] for item in handle.read().split(b'\0') if item)
         except OSError:
             return
-        # Variables inherited from whoever runs Ansible are not the module's doing; anything else is a leak.
+        # pg_dump gets the password in PGPASSWORD (its own environment only: nothing on disk, see
+        # test_pg_backup_hardening.py); variables inherited from whoever runs Ansible are not the module's doing;
+        # anything else is a leak.
         leaks.extend(('environ', key) for key, value in environ.items()
-                     if password in value and inherited.get(key) != value)
+                     if password in value and inherited.get(key) != value and key != b'PGPASSWORD')
+        if environ.get(b'PGPASSFILE'):
+            leaks.append(('passfile', environ[b'PGPASSFILE']))
 
     def inspect_ours(pid, cmdline):
         if dumps_database(pid, big_db):

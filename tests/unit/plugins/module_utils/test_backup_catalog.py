@@ -117,3 +117,46 @@ def test_partials_and_lock(tmp_path):
                 pass
     assert len(removed) == 2
     assert sorted(os.listdir(dest)) == ['.pg_backup.lock', 'app.x.20261122T135400Z.dump']
+
+
+def test_database_part_of_names_is_injective():
+    assert catalog.file_db_name('app_db') == 'app_db'
+    dotted = catalog.file_db_name('app.db')
+    assert dotted.startswith('app_db@') and dotted != catalog.file_db_name('app_db')
+    assert catalog.file_db_name('app db') != dotted
+    name = catalog.backup_name('app.db', 'x', 'custom', None, WHEN)
+    assert catalog.parse_name(name)['db'] == dotted
+
+
+def _write(dest, name, db, sidecars=True, passed=True):
+    path = os.path.join(str(dest), name)
+    with open(path, 'w') as handle:
+        handle.write('archive')
+    if sidecars:
+        with open(path + '.sha256', 'w') as handle:
+            handle.write('0' * 64 + '  ' + name + '\n')
+        catalog.write_manifest(path, dict(db=db, verification=dict(passed=passed)))
+    return path
+
+
+def test_local_backups_go_by_the_manifest_and_read_old_names(tmp_path):
+    _write(tmp_path, 'a_b.x.20261122T135500Z.dump', 'a_b')
+    _write(tmp_path, 'a_b.x.20261122T135600Z.dump', 'a.b')  # written before the hash: a.b's
+    _write(tmp_path, catalog.backup_name('a.b', 'x', 'custom', None, WHEN), 'a.b')
+    _write(tmp_path, 'a_b.x.20261122T135700Z.dump', None, sidecars=False)  # incomplete leftover
+    mine = catalog.local_backups(str(tmp_path), 'a_b', 'x')
+    assert [(b['name'], b['complete']) for b in mine] == [('a_b.x.20261122T135700Z.dump', False),
+                                                         ('a_b.x.20261122T135500Z.dump', True)]
+    dotted = catalog.local_backups(str(tmp_path), 'a.b', 'x')
+    assert sorted(b['name'] for b in dotted) == sorted(['a_b.x.20261122T135600Z.dump',
+                                                       catalog.backup_name('a.b', 'x', 'custom', None, WHEN)])
+
+
+def test_select_expired_counts_only_complete_and_spares_what_others_reported():
+    def b(name, complete=True, finished=None):
+        return dict(name=name, complete=complete, finished=finished)
+    late = WHEN + datetime.timedelta(seconds=5)
+    backups = [b('n0'), b('bad', complete=False), b('n1', finished=late), b('n2', finished=WHEN), b('n3')]
+    assert [x['name'] for x in catalog.select_expired(backups, 1, since=WHEN + datetime.timedelta(seconds=1))] == \
+        ['n2', 'n3']
+    assert [x['name'] for x in catalog.select_expired(backups, 1)] == ['n1', 'n2', 'n3']

@@ -42,14 +42,42 @@ def test_a_database_is_required():
         pg.connection_from_params(dict(login_host='h'))
 
 
-def test_passfile_is_private_and_escaped(tmp_path):
-    path = pg.write_passfile(dict(password='a:b\\c'), str(tmp_path))
+def test_passfile_is_private_escaped_and_for_one_host_port_database_user(tmp_path):
+    conn = dict(password='a:b\\c', host='h', port=5432, user='u', dbname='d:1')
+    path = pg.write_passfile(conn, str(tmp_path))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert open(path).read() == '*:*:*:*:a\\:b\\\\c\n'
-    env = pg.libpq_environment(dict(port=5432, user='u', dbname='d', host='h'), path)
-    assert env['PGPASSFILE'] == path and env['PGPASSWORD'] == ''
-    assert 'a:b' not in ''.join(env.values())
+    assert open(path).read() == 'h:5432:d\\:1:u:a\\:b\\\\c\n'
+    socket = pg.write_passfile(dict(conn, host='/run/pg'), str(tmp_path), databases=['x', 'y'])
+    assert open(socket).read().splitlines() == ['localhost:5432:x:u:a\\:b\\\\c', 'localhost:5432:y:u:a\\:b\\\\c']
     assert pg.write_passfile(dict(password=None), str(tmp_path)) is None
+
+
+def test_libpq_environment_carries_the_password_for_the_child_only():
+    env = pg.libpq_environment(dict(port=5432, user='u', dbname='d', host='h', password='s3cret'))
+    assert env['PGPASSWORD'] == 's3cret' and 'PGPASSFILE' not in env
+    assert env['PGDATABASE'] == 'd'
+    assert pg.libpq_environment(dict(port=5432, user='u', dbname='d'))['PGPASSWORD'] == ''
+
+
+@pytest.mark.parametrize('name,conninfo', [
+    ('app', "dbname='app'"),
+    ('host=127.0.0.1 port=1 dbname=x', "dbname='host=127.0.0.1 port=1 dbname=x'"),
+    ("it's\\", "dbname='it\\'s\\\\'"),
+    ('postgres://evil/x', "dbname='postgres://evil/x'"),
+])
+def test_dbname_conninfo_quotes_the_name_as_a_value(name, conninfo):
+    assert pg.dbname_conninfo(name) == conninfo
+
+
+@pytest.mark.parametrize('requested,free,extra,jobs', [
+    (8, 100, 1, 8), (40, 3, 1, 2), (40, 0, 1, 1), (4, -5, 2, 1), (200, 1000, 1, pg.MAX_JOBS),
+])
+def test_bound_jobs(requested, free, extra, jobs):
+    assert pg.bound_jobs(requested, free, extra) == jobs
+
+
+def test_server_headroom():
+    assert pg.server_headroom(20) == 3 and pg.server_headroom(200) == 20
 
 
 def test_connect_errors_get_a_hint():
