@@ -57,8 +57,8 @@ def check_header_value(name, value, option):
     The value itself never appears in the message: headers carry tokens.
     """
     if value is None or isinstance(value, (dict, list, tuple)):
-        raise OptionError("%s: header '%s' needs a text value, not %s" % (option, name, 'nothing' if value is None
-                                                                            else type(value).__name__))
+        what = 'nothing' if value is None else type(value).__name__
+        raise OptionError("%s: header '%s' needs a text value, not %s" % (option, name, what))
     value = str(value)
     if '\r' in value or '\n' in value:
         # http.client raises a ValueError; sent as is, the rest of the value would be a header of its own

@@ -177,7 +177,7 @@ options:
         says (it is not a breach); the message says why for each threshold (refused, HTTP 500, unparseable,
         how many reads failed).
       - V(keep) accepts a window without data, RV(decision=keep), with a warning that says why.
-      - A breach of another threshold wins: the decision is then V(rollback).
+      - A breach of another threshold wins, the decision is then V(rollback).
     type: str
     default: fail
     choices: [ fail, keep ]
@@ -713,7 +713,7 @@ class MetricsWatch(object):
                  % (i['threshold'], i['source'], http.strip_credentials(self.source_url(i['source'])), i['reason'])
                  for i in inconclusive]
         return self.redact('metrics watch inconclusive after %d read(s) in %.1f s: %s -- without samples the watch cannot '
-                           'say the release is healthy; fix the source, or set on_inconclusive=keep to accept a '
+                           'say the release is healthy; fix the source, or set on_inconclusive=keep (watch_on_inconclusive in the watch role) to accept a '
                            'window without data' % (self.rounds, self.elapsed, '; '.join(parts)))
 
     def source_url(self, name):

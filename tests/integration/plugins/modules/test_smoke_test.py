@@ -274,8 +274,14 @@ BAD_HEADERS = [({'X-Trace': 'a\r\nX-Injected: 1'}, 'line break'), ({'X-Trace': '
 HEADER_IDS = ['crlf', 'lf', 'non-latin-1', 'nul', 'name']
 
 
-@pytest.mark.parametrize('where', ['headers', 'checks[].headers', 'websocket'])
-@pytest.mark.parametrize('headers,why', BAD_HEADERS, ids=HEADER_IDS)
+# every bad kind through the common headers; the per-check and WebSocket paths with a few (same helper)
+HEADER_CASES = ([('headers',) + case for case in BAD_HEADERS] + [('checks[].headers',) + BAD_HEADERS[0],
+                ('checks[].headers',) + BAD_HEADERS[2], ('websocket',) + BAD_HEADERS[0], ('websocket',) + BAD_HEADERS[4]])
+HEADER_CASE_IDS = (['headers-' + i for i in HEADER_IDS] + ['check-crlf', 'check-non-latin-1', 'websocket-crlf',
+                                                           'websocket-name'])
+
+
+@pytest.mark.parametrize('where,headers,why', HEADER_CASES, ids=HEADER_CASE_IDS)
 def test_bad_header_fails_naming_the_option(run_module, server, where, headers, why):
     check = dict(name='h', path='/echo')
     if where == 'websocket':
