@@ -42,6 +42,8 @@ options:
   db:
     description:
       - Name of the database. Overrides the database in O(db_url).
+      - Always taken as a name, never as a libpq connection string (a database called C(host=x dbname=y) is that
+        database, on the server the connection options name).
     type: str
     aliases: [ login_db, database ]
   db_url:

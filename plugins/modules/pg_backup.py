@@ -56,6 +56,10 @@ options:
     description:
       - A word naming why the backup exists (V(pre_migration), V(nightly)); part of the file name, and the
         unit of retention and reuse. Letters, digits, C(_) and C(-) only.
+      - Backups are named C(<db>.<label>.<timestamp>.<ext>). A database name with characters other than letters,
+        digits, C(_) and C(-) is written with those replaced by C(_), then C(@) and 16 hex digits of the name's
+        sha256, so two databases never share a name. Retention and lookup go by the database recorded in each
+        backup's manifest (backups named before this scheme are still found).
     type: str
     default: backup
   format:
@@ -71,6 +75,10 @@ options:
   jobs:
     description:
       - Parallel jobs for C(pg_dump) (V(directory) format only) and C(pg_restore).
+      - Each job is a connection. The module reduces O(jobs), with a warning, to the connections left free by the
+        server (C(max_connections), less the slots reserved for superusers, those in use and a tenth of
+        C(max_connections) kept for the applications), the role's and the database's C(CONNECTION LIMIT).
+        More than V(64) fails.
     type: int
     default: 1
   schemas:
@@ -108,6 +116,8 @@ options:
     description:
       - Keep the newest O(keep) backups of this database and label, locally and in S3, and delete older
         ones. V(0) keeps everything. The backup just made or reused is never deleted.
+      - Only complete backups (both sidecars, verification passed) count and are deleted. A backup that another
+        run reported after this run started is never deleted, so two runs at once cannot prune each other's.
     type: int
     default: 0
   max_age:
@@ -145,8 +155,11 @@ options:
     description:
       - With O(state=restored), make the target exactly what the backup holds. The backup is restored into a
         new database that then replaces the target (see the description). This needs the C(CREATEDB)
-        privilege and membership in the target's owner role (or a superuser); with other sessions connected
-        it needs O(terminate_sessions).
+        privilege and membership in the target's owner role (being the owner is enough; no superuser), C(CREATE)
+        on the target's tablespace only when it is not the default one, and C(CREATEROLE) only when other roles
+        have settings in the target. These are checked before anything changes (the safety backup included);
+        what is missing is named in the error. Only the properties that differ from C(template0)'s are given to
+        C(CREATE DATABASE). With other sessions connected it needs O(terminate_sessions).
       - Without it, the archive is restored into the existing database as it is (in one transaction with
         O(jobs=1)); that fails when the database already has the archive's objects.
     type: bool
@@ -206,8 +219,13 @@ notes:
     formats are uploaded while C(pg_dump) writes them. Uploading needs C(s3:PutObject), C(s3:PutObjectTagging)
     and C(s3:AbortMultipartUpload); restoring and reusing need C(s3:GetObject) and C(s3:GetObjectTagging). If
     tagging is denied the task warns and the checksum stays in the sidecar object.
-  - Passwords reach C(pg_dump), C(pg_restore) and C(psql) through a private 0600 passfile (C(PGPASSFILE)), never
-    through their command line.
+  - Passwords reach C(pg_dump), C(pg_restore) and C(psql) in C(PGPASSWORD), in the environment of those processes
+    only (which get no other variable of the module's environment than the basics), never through their command
+    line and never in a file, so a killed module leaves no password on disk.
+  - A database name (O(db), O(source_db), the name in O(db_url)) is always a name, never a connection string. The
+    tools get it in C(PGDATABASE) or as a quoted C(dbname='...') value.
+  - A backup takes its final name only after its C(.sha256) and C(.json) sidecars are written; a failure before
+    (a full disk) leaves only hidden C(.partial.*) files, which the next run removes.
   - If the module is killed, a hidden C(.partial.*) file may stay in O(dest); the next run removes it. An
     aborted S3 multipart upload may stay too; an S3 lifecycle rule for incomplete multipart uploads removes those.
 requirements:
@@ -427,7 +445,7 @@ removed:
   elements: str
   sample: [/var/backups/postgres/app.pre_migration.20261101T020000Z.dump]
 executed_commands:
-  description: The commands run, in order. They never contain a password (passwords go through a passfile).
+  description: The commands run, in order. They never contain a password (passwords go through the environment).
   returned: always
   type: list
   elements: str
@@ -598,7 +616,7 @@ class PgBackup(object):
         extra = 2 if p['verify'] == 'restore' and p['state'] == 'present' else 1
         jobs = pg.bound_jobs(p['jobs'], free, extra)
         if jobs < p['jobs']:
-            self.module.warn('jobs=%d reduced to %d: %s leave room for %d more connection(s), and each job is one'
+            self.module.warn('jobs=%d reduced to %d, as each job is a connection: %s leaves room for %d more'
                              % (p['jobs'], jobs, detail, max(free, 0)))
             self.params = dict(p, jobs=jobs)
 

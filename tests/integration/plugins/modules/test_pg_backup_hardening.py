@@ -115,7 +115,6 @@ def children_dumping(parent, dbname):
     return found
 
 
-
 class FakePostgres(threading.Thread):
     """A listener on 127.0.0.1 that speaks just enough of the PostgreSQL protocol to ask a client for its password
     in clear text, and records every connection and password it gets."""

@@ -145,8 +145,8 @@ def test_local_backups_go_by_the_manifest_and_read_old_names(tmp_path):
     _write(tmp_path, catalog.backup_name('a.b', 'x', 'custom', None, WHEN), 'a.b')
     _write(tmp_path, 'a_b.x.20261122T135700Z.dump', None, sidecars=False)  # incomplete leftover
     mine = catalog.local_backups(str(tmp_path), 'a_b', 'x')
-    assert [(b['name'], b['complete']) for b in mine] == [('a_b.x.20261122T135700Z.dump', False),
-                                                         ('a_b.x.20261122T135500Z.dump', True)]
+    assert [(b['name'], b['complete']) for b in mine] == [
+        ('a_b.x.20261122T135700Z.dump', False), ('a_b.x.20261122T135500Z.dump', True)]
     dotted = catalog.local_backups(str(tmp_path), 'a.b', 'x')
     assert sorted(b['name'] for b in dotted) == sorted(['a_b.x.20261122T135600Z.dump',
                                                        catalog.backup_name('a.b', 'x', 'custom', None, WHEN)])
