@@ -138,7 +138,8 @@ whole=$(($(date +%s) - started_at))
 printf '%-40s %-18s %4ss\n' "whole run (with set-up)" "" "$whole"
 # CPU time of everything this run waited for (daemons such as the stack's servers and PM2 are not counted): what the
 # layers cost the machine, beside the wall-clock time they took.
-cpu=$(times | awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }')
+times >"$logs/times"  # the builtin, in this shell (inside $(...) it would count only that subshell's children)
+cpu=$(awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$logs/times")
 printf '%-40s %-18s %4ss (%s cores busy on average)\n' "CPU time of the layers" "" "$cpu" \
     "$(awk -v c="$cpu" -v w="$whole" 'BEGIN { printf "%.1f", w ? c / w : 0 }')"
 printf 'layers: %d passed, %d failed\n' $((${#names[@]} - failed)) "$failed"
