@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -40,6 +42,17 @@ def stack():
 def pg_conn_args(stack):
     return dict(login_host=stack['RUNBOOK_PG_HOST'], login_port=int(stack['RUNBOOK_PG_PORT']),
                 login_user=stack['RUNBOOK_PG_USER'], login_password=stack['RUNBOOK_PG_PASSWORD'])
+
+
+@pytest.fixture(scope='session')
+def prisma_offline_setup():
+    """The repository's Prisma CLI patched to run offline and exit when done (tests/scripts/prisma_setup.py).
+
+    Bootstrap applies the patches after npm ci; this makes sure, once per session, for the tests that run the CLI.
+    """
+    done = subprocess.run([sys.executable, os.path.join(REPO, 'tests', 'scripts', 'prisma_setup.py')],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture

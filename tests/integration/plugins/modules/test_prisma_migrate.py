@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 
 import pytest
@@ -27,12 +25,8 @@ M3 = '20261103000000_add_order_status'
 M4 = '20261104000000_backfill_orders'
 
 
-@pytest.fixture(scope='session', autouse=True)
-def prisma_offline_setup():
-    """The adapter patch for prisma/orm#27403 (idempotent: CI runs it after npm ci, this makes sure)."""
-    done = subprocess.run([sys.executable, os.path.join(REPO, 'tests', 'scripts', 'prisma_setup.py')],
-                          capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
+# The Prisma CLI patched to run offline (tests/scripts/prisma_setup.py), once per session: conftest.py.
+pytestmark = pytest.mark.usefixtures('prisma_offline_setup')
 
 
 @pytest.fixture

@@ -38,11 +38,8 @@ LOCK_KEY = 72707369
 UUID = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$')
 
 
-@pytest.fixture(scope='session', autouse=True)
-def prisma_offline_setup():
-    done = subprocess.run([sys.executable, os.path.join(REPO, 'tests', 'scripts', 'prisma_setup.py')],
-                          capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
+# The Prisma CLI patched to run offline (tests/scripts/prisma_setup.py), once per session: conftest.py.
+pytestmark = pytest.mark.usefixtures('prisma_offline_setup')
 
 
 @pytest.fixture(scope='session')
