@@ -13,7 +13,6 @@ import os
 
 # Tests that run whole playbooks against the sample app (minutes each), then other tests marked slow, then the rest.
 LONGEST_FIRST = (
-    os.path.join('tests', 'integration', 'callback') + os.sep,
     os.path.join('tests', 'integration', 'playbooks') + os.sep,
     os.path.join('tests', 'integration', 'roles') + os.sep,
 )

@@ -24,6 +24,8 @@ import uuid
 import boto3
 import pytest
 
+from deploy_report_checks import (BEARER, CALLBACK, EXTRA_PASSWORD, HOOK_TOKEN, check_timeline, read, report_of,
+                                  secret_extra_vars)
 from helpers import REPO, free_port, sql
 
 sys.path.insert(0, os.path.join(REPO, 'tests', 'servers'))
@@ -46,6 +48,8 @@ class Env(object):
         self.root = root
         self.webhook = webhook
         self.port = port
+        # The deploy_report callback, enabled in the runs whose report a test checks.
+        self.callbacks = None
         self.db = 'sample_app_' + name.replace('-', '_')
         self.extra = {'runbook_environment': name, 'runbook_stack_dir': root,
                       # Short windows: the tests check behaviour, bench/ measures time.
@@ -58,6 +62,8 @@ class Env(object):
                    ANSIBLE_FORCE_COLOR='0', ANSIBLE_NOCOLOR='1')
         env.update({k: v for k, v in self.stack.items() if k.startswith(('RUNBOOK_', 'AWS_'))})
         env.pop('PM2_HOME', None)
+        if self.callbacks:
+            env['ANSIBLE_CALLBACKS_ENABLED'] = self.callbacks
         return env
 
     def command(self, playbook, **extra):
@@ -194,9 +200,26 @@ def _sample_copy(tmp_path, failing_migration=False):
     return str(source)
 
 
-def test_staging_deploy_serves_records_and_reruns_without_change(make_env, webhook):
+@pytest.fixture
+def history_bucket(stack):
+    """A private S3 bucket for the history mirror and the reports beside it."""
+    bucket = 'deploy-report-' + uuid.uuid4().hex[:8]
+    _s3(stack).create_bucket(Bucket=bucket)
+    yield {'deployment_history_s3_bucket': bucket, 'deployment_history_s3_prefix': 'runbook/history',
+           'deployment_history_s3_endpoint_url': stack['RUNBOOK_S3_ENDPOINT_URL'],
+           'deployment_history_s3_region': 'us-east-1'}
+    _drop_bucket(stack, bucket)
+
+
+def test_staging_deploy_serves_records_reports_and_reruns_without_change(make_env, webhook, history_bucket):
+    """The first deployment of an environment, its history and report (the deploy_report callback, with secrets fed
+    through the run and a history mirror in S3), then the same deployment again, which changes nothing."""
     env = make_env()
-    first = env.play('deploy_staging.yml', runbook_version='v1.0.0')
+    env.callbacks = CALLBACK
+    extra = dict(history_bucket, **secret_extra_vars(env.webhook.url))
+    began = time.monotonic()
+    first = env.play('deploy_staging.yml', runbook_version='v1.0.0', **extra)
+    elapsed = time.monotonic() - began
     assert first.rc == 0, first
     assert env.health() == {'status': 'healthy', 'version': 'v1.0.0'}
     with urllib.request.urlopen('http://127.0.0.1:%d/api/cases' % env.port, timeout=5) as response:
@@ -219,18 +242,66 @@ def test_staging_deploy_serves_records_and_reruns_without_change(make_env, webho
     assert not os.path.exists(os.path.join(env.root, 'deploy', env.name, 'deploy.lock'))
     texts = [m.get('text', '') for m in messages(webhook)]
     assert any('v1.0.0' in t for t in texts), texts
+    _check_success_report(env, entry, first, elapsed, history_bucket)
 
-    again = env.play('deploy_staging.yml', runbook_version='v1.0.0')
+    again = env.play('deploy_staging.yml', runbook_version='v1.0.0', **extra)
     assert again.rc == 0, again
     assert again.recap()['app1']['changed'] == 0, again
     assert env.history()[-1]['status'] == 'succeeded'
+    # The second run has its own report; the two never share a file.
+    assert env.history()[-1]['report']['json'] != entry['report']['json']
     for output in (first.output, again.output):
         assert SECRET_TOKEN not in output
         assert env.stack['RUNBOOK_PG_PASSWORD'] not in output
 
 
-def test_failed_smoke_test_rolls_back_automatically_and_keeps_the_data(make_env, webhook):
+def _check_success_report(env, entry, result, elapsed, history_bucket):
+    """The deploy_report callback's record of a successful first deployment: numbers that add up, and no secret."""
+    record = report_of(entry)
+    assert record['status'] == 'succeeded' and record['version'] == 'v1.0.0' and record['environment'] == env.name
+    assert record['run_id'] == entry['run_id'] and record['hosts'] == ['app1'] and record['previous_version'] == ''
+    check_timeline(record)
+    # The record's duration is the run's. The test's clock also counts ansible-playbook's start-up, fact gathering
+    # before the run record starts, and the report upload and exit after it ends: about 20 s here, but those grow with
+    # the machine's load like everything else (45 s of 411 s in a CI run at load 12), so the allowance is a share.
+    assert elapsed - max(20, 0.15 * elapsed) < record['duration_s'] <= elapsed, (record['duration_s'], elapsed)
+    assert [p['name'] for p in record['timeline']] == ['check', 'build', 'database', 'backends', 'release', 'finish']
+    # The runbook's numbers: backup, migrations, smoke tests, watch window, what changed.
+    assert record['backup']['s3_uri'] == entry['backup']['s3_uri'] and record['backup']['sha256']
+    assert record['migrations']['applied'] == entry['migrations'] and len(entry['migrations']) >= 2, record['migrations']
+    assert record['smoke']['passed'] is True and record['smoke']['success_rate'] == 100.0, record['smoke']
+    assert record['watch'], record
+    assert record['rollback']['taken'] is False and record['failure'] is None
+    assert any(c['task'].startswith('runbook.deploy.backend') or 'release' in c['task'].lower() for c in record['changed'])
+    markdown, page = read(entry['report']['md']), read(entry['report']['html'])
+    assert '| Total deployment time |' in markdown and '| Rollback required | no |' in markdown
+    # Self-contained: no scripts, stylesheets, images or fonts from anywhere.
+    for fragment in ('<script', '<link', '<img', 'src=', 'url(', '@import'):
+        assert fragment not in page, fragment
+    assert page.count('class="row"') == 6 and '<style>' in page
+    # Uploaded beside the history in S3, and the history points at them.
+    client = _s3(env.stack)
+    bucket = history_bucket['deployment_history_s3_bucket']
+    base = 'runbook/history/reports/%s/%s' % (env.name, entry['run_id'])
+    assert entry['report']['s3_uri'] == 's3://%s/%s.html' % (bucket, base)
+    uploaded = {kind: client.get_object(Bucket=bucket, Key='%s.%s' % (base, kind))['Body'].read().decode()
+                for kind in ('json', 'md', 'html')}
+    assert json.loads(uploaded['json']) == record
+    history_copy = client.get_object(Bucket=bucket, Key='runbook/history/%s.jsonl' % env.name)['Body'].read().decode()
+
+    # No secret anywhere: the run's output, the three reports, the history, the S3 copies.
+    outputs = {'stdout': result.output, 'json': read(entry['report']['json']), 'md': markdown, 'html': page,
+               'history': read(os.path.join(env.root, 'history', env.name + '.jsonl')), 'history-s3': history_copy}
+    outputs.update(('s3-' + kind, text) for kind, text in uploaded.items())
+    for name, text in outputs.items():
+        for secret in (HOOK_TOKEN, BEARER, EXTRA_PASSWORD, SECRET_TOKEN, env.stack['RUNBOOK_PG_PASSWORD'],
+                       env.stack['AWS_SECRET_ACCESS_KEY']):
+            assert secret not in text, (name, secret)
+
+
+def test_failed_smoke_test_rolls_back_automatically_keeps_the_data_and_reports_it(make_env, webhook):
     env = make_env()
+    env.callbacks = CALLBACK
     assert env.play('deploy_staging.yml', runbook_version='v1.0.0').rc == 0
     before = env.snapshot()
 
@@ -250,6 +321,28 @@ def test_failed_smoke_test_rolls_back_automatically_and_keeps_the_data(make_env,
     assert entry['smoke_passed'] is False
     assert any('roll' in m.get('text', '').lower() for m in messages(webhook)), messages(webhook)
     assert not os.path.exists(os.path.join(env.root, 'deploy', env.name, 'deploy.lock'))
+
+    # The report records the failure and the rollback.
+    record = report_of(entry)
+    assert record['run_id'] == entry['run_id'] and record['status'] == 'rolled_back'
+    assert record['previous_version'] == 'v1.0.0' and record['running_version'] == 'v1.0.0'
+    assert record['failure']['phase'] == 'backends' and 'cases API' in record['failure']['message'], record['failure']
+    assert record['rollback']['taken'] is True and record['rollback']['status'] == 'ok', record['rollback']
+    assert 'cases API' in record['rollback']['why'] and record['rollback']['result'], record['rollback']
+    assert record['smoke']['passed'] is False and record['smoke']['success_rate'] < 100, record['smoke']
+    assert record['smoke']['hosts']['app1']['failed_checks'] == ['cases API reads the database'], record['smoke']
+    # The rollback smoke-tested what it went back to: its result is kept apart.
+    assert record['rollback']['smoke']['passed'] is True, record['rollback']
+    names = [p['name'] for p in record['timeline']]
+    assert names == ['check', 'build', 'database', 'backends', 'rollback', 'finish'], record['timeline']
+    # The backends phase failed; when the history has no end for it, the timeline ends it where the rollback begins.
+    assert {p['name']: p['status'] for p in record['timeline']}['backends'] in ('failed', 'unfinished'), record['timeline']
+    check_timeline(record)
+    markdown = read(entry['report']['md'])
+    assert '| Rollback required | yes: app1:' in markdown and '## Failure' in markdown
+    # The first deploy has its own report; the two never share a file.
+    assert env.history()[0]['report']['json'] != entry['report']['json']
+    assert os.path.isfile(env.history()[0]['report']['json'])
 
 
 def test_failed_migration_stops_before_any_app_change_and_rollback_restores(make_env, tmp_path):
@@ -338,19 +431,30 @@ def test_production_gates_then_three_hosts_in_batches_with_one_backup_and_one_mi
     assert entry['hosts'] == ['app1', 'app2', 'app3']
 
 
-def test_the_playbooks_run_under_ansible_runner_with_extra_vars(make_env, tmp_path):
+def test_the_playbooks_run_under_ansible_runner_with_extra_vars_and_report_the_job(make_env, tmp_path, monkeypatch):
+    """As AWX runs a job template: ansible-runner, the extra vars it passes (with the job id and the launching user),
+    the deploy_report callback enabled. The report is named after the job and records who launched it."""
     import ansible_runner
 
     env = make_env()
     private = tmp_path / 'runner'
     private.mkdir()
-    os.environ.update({k: v for k, v in env.env().items() if k.startswith(('RUNBOOK_', 'AWS_', 'ANSIBLE_'))})
+    for key, value in env.env().items():
+        if key.startswith(('RUNBOOK_', 'AWS_', 'ANSIBLE_')):
+            monkeypatch.setenv(key, value)
+    extravars = dict(env.extra, runbook_version='v1.0.0', awx_job_id=4242, awx_user_name='dana')
     run = ansible_runner.run(private_data_dir=str(private), playbook=os.path.join(REPO, 'playbooks', 'deploy_staging.yml'),
-                             inventory=env.inventory, extravars=dict(env.extra, runbook_version='v1.0.0'),
-                             quiet=True, envvars={'RUNBOOK_REPO': REPO})
+                             inventory=env.inventory, extravars=extravars, quiet=True,
+                             envvars={'RUNBOOK_REPO': REPO, 'ANSIBLE_CALLBACKS_ENABLED': CALLBACK})
     assert run.status == 'successful' and run.rc == 0, run.stdout.read()[-6000:]
     assert env.health()['version'] == 'v1.0.0'
-    assert env.history()[-1]['status'] == 'succeeded'
+    entry = env.history()[-1]
+    assert entry['status'] == 'succeeded'
+    assert entry['run_id'] == '4242' and entry['actor'] == 'dana', entry
+    record = report_of(entry)
+    assert record['status'] == 'succeeded' and record['run_id'] == '4242' and record['actor'] == 'dana'
+    check_timeline(record)
+    assert record['report']['json'].endswith('/reports/%s/4242.json' % env.name)
 
 
 def _play_until(env, playbook, marker, signum, timeout=300, **extra):
