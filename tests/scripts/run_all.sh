@@ -62,14 +62,22 @@ layer_command() {
         *) return 1 ;;
     esac
 }
-# Runs one layer with its output in its log; its exit code and seconds go into <layer>.status.
+# Seconds of CPU (user + system) in the second line of the times builtin's output (the shell's waited-for children).
+cpu_seconds() {
+    awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$1"
+}
+# Runs one layer with its output in its log; its exit code, seconds and CPU seconds go into <layer>.status.
+# The times builtin runs in this (sub)shell itself: inside $(...) it would count only that subshell's children.
 run_layer() {
     local layer="$1" spec t0=$SECONDS rc
     spec="$(layer_command "$layer")"
+    times >"$logs/$layer.cpu0"
     # shellcheck disable=SC2086 # the command line is split on purpose
     ${spec#*|} >"$logs/$layer.log" 2>&1
     rc=$?
-    echo "$rc $((SECONDS - t0))" >"$logs/$layer.status"
+    times >"$logs/$layer.cpu1"
+    echo "$rc $((SECONDS - t0)) $(($(cpu_seconds "$logs/$layer.cpu1") - $(cpu_seconds "$logs/$layer.cpu0")))" \
+        >"$logs/$layer.status"
 }
 
 layers="${LAYERS:-sanity lint pytest molecule}"
@@ -78,15 +86,16 @@ for layer in $layers; do
     rm -f "$logs/$layer.status"
 done
 
-declare -a names=() results=() seconds=()
+declare -a names=() results=() seconds=() cpus=()
 finish_layer() {
-    local layer="$1" spec rc secs
+    local layer="$1" spec rc secs cpu
     spec="$(layer_command "$layer")"
-    read -r rc secs <"$logs/$layer.status"
-    printf '\n===== %s (%ss) =====\n' "${spec%%|*}" "$secs"
+    read -r rc secs cpu <"$logs/$layer.status"
+    printf '\n===== %s (%ss, %ss of CPU) =====\n' "${spec%%|*}" "$secs" "$cpu"
     cat "$logs/$layer.log"
     names+=("${spec%%|*}")
     seconds+=("$secs")
+    cpus+=("$cpu")
     if ((rc == 0)); then results+=(passed); else results+=("FAILED (exit $rc)"); fi
 }
 
@@ -131,15 +140,15 @@ printf '\n===== summary =====\n'
 failed=0
 printf '%-40s %-18s %4ss\n' "local stack start" "" "$stack_seconds"
 for i in "${!names[@]}"; do
-    printf '%-40s %-18s %4ss\n' "${names[$i]}" "${results[$i]}" "${seconds[$i]}"
+    printf '%-40s %-18s %4ss  (CPU %ss)\n' "${names[$i]}" "${results[$i]}" "${seconds[$i]}" "${cpus[$i]}"
     [[ "${results[$i]}" == passed ]] || failed=$((failed + 1))
 done
 whole=$(($(date +%s) - started_at))
 printf '%-40s %-18s %4ss\n' "whole run (with set-up)" "" "$whole"
 # CPU time of everything this run waited for (daemons such as the stack's servers and PM2 are not counted): what the
 # layers cost the machine, beside the wall-clock time they took.
-times >"$logs/times"  # the builtin, in this shell (inside $(...) it would count only that subshell's children)
-cpu=$(awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$logs/times")
+times >"$logs/times"
+cpu=$(cpu_seconds "$logs/times")
 printf '%-40s %-18s %4ss (%s cores busy on average)\n' "CPU time of the layers" "" "$cpu" \
     "$(awk -v c="$cpu" -v w="$whole" 'BEGIN { printf "%.1f", w ? c / w : 0 }')"
 printf 'layers: %d passed, %d failed\n' $((${#names[@]} - failed)) "$failed"
