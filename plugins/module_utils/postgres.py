@@ -292,6 +292,20 @@ def user_tables(connection):
         ORDER BY 1, 2""")]
 
 
+def dumpable_objects(connection):
+    """How many objects of the connected database pg_dump would write: schemas other than public, relations,
+    functions, enum/domain/range types outside the system schemas, extensions other than plpgsql. Zero for a
+    database that was only created (pg_dump's archive of it has an empty table of contents)."""
+    system = ("n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'")
+    return query_all(connection, """
+        SELECT (SELECT count(*) FROM pg_namespace n WHERE n.nspname <> 'public' AND {system})
+             + (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {system})
+             + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {system})
+             + (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                WHERE t.typtype IN ('e', 'd', 'r', 'm') AND {system})
+             + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')""".format(system=system))[0][0]
+
+
 def row_counts(connection, tables):
     """Exact row counts {'schema.table': n} for the given (schema, table) pairs."""
     counts = {}

@@ -366,6 +366,13 @@ backup:
           description: Entries in the archive's table of contents (V(list) and V(restore), non-plain formats).
           type: int
           sample: 125
+        empty_database:
+          description:
+            - Present and true when the database held no object to dump (a database only created, before its
+              first migration). Its archive has an empty table of contents, which is then a valid backup.
+          type: bool
+          returned: when the archive's table of contents is empty
+          sample: true
         row_counts:
           description: Rows per table, C(schema.table), in the source snapshot (V(restore) only).
           type: dict
@@ -911,6 +918,13 @@ class PgBackup(object):
             data_tables = None
         else:
             result['toc_entries'], data_tables = self.list_archive(path)
+            if result['toc_entries'] == 0:
+                # An empty table of contents is the archive of a database that holds nothing yet (a first
+                # deployment's); of any other database it is a broken archive.
+                if not self.holds_nothing(dbname, snapshot_conn):
+                    raise BackupError('verification failed: the archive %s has an empty table of contents, but the '
+                                      'database %s is not empty' % (path, dbname))
+                result['empty_database'] = True
         if mode == 'restore':
             result.update(self.verify_by_restore(path, fmt, dbname, snapshot_conn, data_tables, creates_public))
         return result
@@ -929,9 +943,17 @@ class PgBackup(object):
             match = re.match(r'^\d+;\s*\d+\s+\d+\s+TABLE DATA\s+(\S+)\s+(\S+)\s', line)
             if match:
                 tables.append((match.group(1), match.group(2)))
-        if entries == 0:
-            raise BackupError('verification failed: the archive %s has an empty table of contents' % path)
         return entries, tables
+
+    def holds_nothing(self, dbname, snapshot_conn):
+        """Whether the database has no object pg_dump would write (read in the dump's snapshot when there is one)."""
+        if snapshot_conn is not None:
+            return pg.dumpable_objects(snapshot_conn) == 0
+        connection = pg.connect(self.conn, dbname=dbname)
+        try:
+            return pg.dumpable_objects(connection) == 0
+        finally:
+            connection.close()
 
     def scan_plain(self, path):
         """Read a plain dump once: fail unless it ends with pg_dump's completion line; return whether it

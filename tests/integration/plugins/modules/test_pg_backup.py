@@ -167,6 +167,24 @@ def test_schema_and_table_filters(backup, make_db, stack):
         assert only_public['backup']['verification']['row_counts'] == {'public.users': 100}, only_public
 
 
+def test_a_database_that_holds_nothing_yet_is_backed_up_verified_and_restored(backup, make_db, stack):
+    """A first deployment backs up a database only created, before its first migration (issue 16 item 2): its
+    archive's table of contents is empty, and that is a valid backup of it, under both verify modes."""
+    db = make_db(rows=None)
+    for fmt, verify in (('custom', 'list'), ('directory', 'list'), ('custom', 'restore'), ('plain', 'restore')):
+        taken = backup(db=db, format=fmt, verify=verify, label='first_%s_%s' % (fmt, verify))
+        assert taken['changed'] is True and taken['backup']['verification']['passed'] is True, taken
+        if fmt != 'plain':
+            assert taken['backup']['verification']['toc_entries'] == 0, taken
+            assert taken['backup']['verification']['empty_database'] is True, taken
+    target = make_db(rows=None)
+    sql(stack, 'postgres', 'DROP DATABASE %s' % target)
+    restored = backup(state='restored', db=target, source_db=db, label='first_custom_list')
+    assert restored['changed'] is True and restored['restore']['created_database'] is True, restored
+    assert sql(stack, target, "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                              "WHERE n.nspname = 'public'") == [(0,)]
+
+
 def test_verify_restore_counts_rows_in_the_dump_snapshot(backup, make_db, stack):
     """Rows written while pg_dump runs are not in the dump, and not in the source counts either."""
     db = make_db(rows=2000)
