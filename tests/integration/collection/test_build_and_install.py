@@ -24,7 +24,13 @@ def test_build_install_and_list_modules(tmp_path):
     assert 'plugins/modules/pg_backup.py' in names
     assert 'roles/backup/tasks/main.yml' in names
     assert 'meta/runtime.yml' in names and 'meta/execution-environment.yml' in names
-    for excluded in ('tests', 'molecule', 'bench', '.venv', 'node_modules', '.stack', '.cache', 'collections'):
+    assert 'playbooks/deploy_production.yml' in names and 'playbooks/deploy.yml' in names
+    assert 'inventories/staging/hosts.yml' in names and 'inventories/profiles' in names
+    # No development or sample files: the tests, the sample app and its local inventories and playbooks, the tools'
+    # configuration and the test venv's requirements.
+    for excluded in ('tests', 'molecule', 'bench', '.venv', 'node_modules', '.stack', '.cache', 'collections',
+                     'sample_app', 'inventories/local', 'inventories/local-production', 'playbooks/local_sample_app.yml',
+                     'playbooks/demo.sh', 'pytest.ini', '.config', 'requirements/dev.txt', 'Makefile', '.ci'):
         assert not [n for n in names if n == excluded or n.startswith(excluded + '/')], excluded
 
     target = tmp_path / 'installed'

@@ -413,6 +413,13 @@ def test_production_gates_then_three_hosts_in_batches_with_one_backup_and_one_mi
     approved = dict(runbook_approved_by='Dana', runbook_ticket='CHG-1')
     not_staged = production.play('deploy_production.yml', runbook_version='v2.0.0', **approved)
     assert not_staged.rc != 0 and 'has no successful deployment' in not_staged.output, not_staged
+    # The gates of a protected environment cannot be skipped: not by running the shared flow the production playbook
+    # imports, nor by switching them off with extra vars.
+    direct = production.play('deploy.yml', runbook_version='v2.0.0')
+    assert direct.rc != 0 and 'needs an approval' in direct.output, direct
+    switched_off = production.play('deploy.yml', runbook_version='v2.0.0', deployment_require_approval=False,
+                                   deployment_require_staging=False, **approved)
+    assert switched_off.rc != 0 and 'has no successful deployment' in switched_off.output, switched_off
     assert production.history() == []
 
     assert staging.play('deploy_staging.yml', runbook_version='v2.0.0').rc == 0
