@@ -73,6 +73,16 @@ options:
       - Use it to wait for a service to be stable rather than up once.
     type: int
     default: 1
+  fail_after_identical:
+    description:
+      - While polling, a check that got the same failing answer (status, body and reasons) this many times in a
+        row fails at once instead of being retried until O(wait_timeout): the app is up and answers, and a
+        deterministic error does not go away by waiting.
+      - Answers that mean "not ready yet" keep being polled until O(wait_timeout) whatever this says: no answer
+        (connection refused, timeout), and the statuses 408, 425, 429, 502, 503 and 504.
+      - V(0) polls every failure until O(wait_timeout).
+    type: int
+    default: 3
   run_writes_in_check_mode:
     description:
       - In check mode, checks whose method is not C(GET), C(HEAD) or C(OPTIONS), and WebSocket checks that
@@ -258,6 +268,12 @@ checks:
       description: How many times the check ran.
       type: int
       sample: 3
+    gave_up:
+      description:
+        - Whether polling stopped before O(wait_timeout) because the check got the same failing answer
+          O(fail_after_identical) times in a row.
+      type: bool
+      sample: false
     failures:
       description: Why the last attempt failed; empty when it passed.
       type: list
@@ -316,6 +332,8 @@ from ansible_collections.runbook.deploy.plugins.module_utils import http_client 
 from ansible_collections.runbook.deploy.plugins.module_utils import smoke
 
 SAFE_METHODS = ('GET', 'HEAD', 'OPTIONS')
+# Statuses of a service that is starting, overloaded or behind a proxy whose backend is not up yet: worth waiting for.
+NOT_READY_STATUSES = (408, 425, 429, 502, 503, 504)
 BODY_EXCERPT = 500
 
 
@@ -392,6 +410,10 @@ class Check(object):
         self.streak = 0
         self.done = False
         self.skipped = False
+        # The same failing answer, how many times in a row; given_up once that reaches fail_after_identical.
+        self.same_answer = None
+        self.same_answers = 0
+        self.given_up = False
         self.last = dict(status=None, latency_ms=None, failures=['not run'], body=None)
 
     @property
@@ -433,11 +455,22 @@ class Check(object):
         return dict(status=status, latency_ms=latency, failures=failures,
                     body=text[:BODY_EXCERPT] if text is not None else None)
 
+    def note_failure(self, outcome, limit):
+        """Count identical failing answers from a service that answers; give up at limit (0: never)."""
+        if outcome['status'] is None or outcome['status'] in NOT_READY_STATUSES:
+            self.same_answer, self.same_answers = None, 0
+            return
+        answer = (outcome['status'], tuple(outcome['failures']), outcome['body'])
+        self.same_answers = self.same_answers + 1 if answer == self.same_answer else 1
+        self.same_answer = answer
+        self.given_up = bool(limit) and self.same_answers >= limit
+
     def result(self):
         return dict(name=self.name, type=self.type, method='GET' if self.type == 'websocket' else self.method,
                     url=http.strip_credentials(self.url), status=self.last['status'],
                     latency_ms=self.last['latency_ms'], passed=self.done and not self.skipped, skipped=self.skipped,
-                    attempts=self.attempts, failures=[] if self.skipped or self.done else self.last['failures'],
+                    attempts=self.attempts, gave_up=self.given_up,
+                    failures=[] if self.skipped or self.done else self.last['failures'],
                     body=self.last['body'])
 
 
@@ -462,6 +495,8 @@ class SmokeTest(object):
         for name in ('concurrency', 'consecutive'):
             if p[name] < 1:
                 raise SmokeTestError('%s must be 1 or more, not %s' % (name, p[name]))
+        if p['fail_after_identical'] < 0:
+            raise SmokeTestError('fail_after_identical must be 0 (never) or more, not %s' % p['fail_after_identical'])
         # NaN and infinity pass a plain comparison, then poll forever or overflow socket timeouts and time.sleep()
         http.check_seconds(p['timeout'], 'timeout', allow_minimum=False)
         for name in ('wait_timeout', 'interval'):
@@ -513,7 +548,7 @@ class SmokeTest(object):
         started = time.monotonic()
         deadline = started + p['wait_timeout']
         while True:
-            pending = [c for c in self.checks if not c.done and not c.skipped]
+            pending = [c for c in self.checks if not c.done and not c.skipped and not c.given_up]
             if not pending:
                 break
             self.rounds += 1
@@ -524,11 +559,13 @@ class SmokeTest(object):
                 check.last = outcome
                 if outcome['failures']:
                     check.streak = 0
-                    failed = True
+                    check.note_failure(outcome, p['fail_after_identical'])
+                    failed = not check.given_up or failed
                 else:
                     check.streak += 1
+                    check.same_answer, check.same_answers = None, 0
                     check.done = check.streak >= p['consecutive']
-            if all(c.done or c.skipped for c in self.checks):
+            if all(c.done or c.skipped or c.given_up for c in self.checks):
                 break
             now = time.monotonic()
             if failed and now >= deadline:
@@ -563,6 +600,10 @@ class SmokeTest(object):
         else:
             when = 'without waiting (wait_timeout=0)'
         needed = ' (%d passes in a row needed)' % p['consecutive'] if p['consecutive'] > 1 else ''
+        given_up = [c.name for c in self.checks if c.given_up]
+        if given_up:
+            needed += ('; %s gave the same failing answer %d times in a row and was not retried further'
+                       ' (fail_after_identical)' % (', '.join(given_up), p['fail_after_identical']))
         head = ('smoke test failed: %d of %d checks did not pass %s%s, after %d round(s) in %.1f s:'
                 % (summary['failed'], summary['total'], when, needed, summary['rounds'], summary['elapsed']))
         table = smoke.render_table(failed, [('name', 'check'), ('url', 'url'), ('status', 'status'),
@@ -582,6 +623,7 @@ def main():
         wait_timeout=dict(type='float', default=0),
         interval=dict(type='float', default=2),
         consecutive=dict(type='int', default=1),
+        fail_after_identical=dict(type='int', default=3),
         run_writes_in_check_mode=dict(type='bool', default=False),
         checks=dict(type='list', elements='dict', required=True, options=dict(
             name=dict(type='str', required=True),

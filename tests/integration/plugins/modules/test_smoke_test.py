@@ -139,10 +139,34 @@ def test_consecutive_passes_are_required(smoke):
 
 
 def test_deadline_is_kept_when_a_check_never_passes(smoke):
-    result = smoke(wait_timeout=2, interval=0.5, checks=[dict(name='broken', path='/fail')])
+    # fail_after_identical=0: the same 500 every time is polled until the deadline too.
+    result = smoke(wait_timeout=2, interval=0.5, fail_after_identical=0, checks=[dict(name='broken', path='/fail')])
     assert_clear_failure(result, 'within wait_timeout=2s', 'broken')
     assert 2.0 <= result['summary']['elapsed'] < 4.0
     assert 4 <= by_name(result)['broken']['attempts'] <= 6
+    assert by_name(result)['broken']['gave_up'] is False
+
+
+def test_the_same_failing_answer_fails_at_once_while_not_ready_keeps_polling(smoke):
+    """A deterministic 500 from an app that is up is not retried for the whole wait_timeout (issue 16 item 6): users
+    of a one-host environment got 500s for 44 s. No answer yet, and 503 while starting, keep being polled."""
+    result = smoke(wait_timeout=30, interval=0.1, checks=[dict(name='broken', path='/fail'),
+                                                          dict(name='health', path='/healthy')])
+    assert_clear_failure(result, 'broken gave the same failing answer 3 times in a row', 'fail_after_identical',
+                         'status 500')
+    checks = by_name(result)
+    assert checks['broken']['attempts'] == 3 and checks['broken']['gave_up'] is True, checks
+    assert checks['health']['passed'] and checks['health']['gave_up'] is False
+    assert result['summary']['elapsed'] < 15, result['summary']
+    assert by_name(smoke(wait_timeout=30, interval=0.1, fail_after_identical=5,
+                         checks=[dict(name='broken', path='/fail')]))['broken']['attempts'] == 5
+    # Not ready yet: a 503, or nothing listening, is polled until the deadline.
+    closed = 'http://127.0.0.1:%d/health' % free_port()
+    for check in (dict(name='starting', path='/status/503'), dict(name='down', url=closed)):
+        waited = smoke(wait_timeout=1.5, interval=0.1, checks=[check])
+        assert_clear_failure(waited, 'within wait_timeout=1.5s')
+        assert by_name(waited)[check['name']]['gave_up'] is False
+        assert by_name(waited)[check['name']]['attempts'] > 5, waited
 
 
 def test_checks_run_concurrently(smoke):
@@ -245,6 +269,8 @@ def test_a_path_that_is_not_ascii_is_percent_encoded(smoke, server):
     (dict(base_url='ftp://example.com', checks=[dict(name='h', path='/')]), ['base_url', 'http://']),
     (dict(base_url='http://127.0.0.1:1', checks=[dict(name='h', path='/'), dict(name='h', path='/x')]),
      ["two checks are named 'h'"]),
+    (dict(base_url='http://127.0.0.1:1', fail_after_identical=-1, checks=[dict(name='h', path='/')]),
+     ['fail_after_identical must be 0 (never) or more, not -1']),
     (dict(base_url='http://127.0.0.1:1', checks=[dict(name='h', path='/', expect_text='(')]),
      ["check 'h': expect_text is not a valid regular expression"]),
     (dict(base_url='http://127.0.0.1:1', checks=[dict(name='h', path='/', expect_json_paths={'a..b': 1})]),
