@@ -70,6 +70,16 @@ def health(site):
         return json.loads(response.read())
 
 
+def pm2_pids(site):
+    """{app name: sorted pids} of the site's PM2 daemon."""
+    listing = subprocess.run([PM2, 'jlist'], env=dict(os.environ, PM2_HOME=site['home']), capture_output=True,
+                             text=True, check=True).stdout
+    pids = {}
+    for app in json.loads(listing[listing.index('['):]):
+        pids.setdefault(app['name'], []).append(app.get('pid'))
+    return {name: sorted(p) for name, p in pids.items()}
+
+
 def current(site):
     return os.path.basename(os.readlink(os.path.join(site['deploy_to'], 'current')))
 
@@ -88,6 +98,21 @@ def test_deploy_redeploy_upgrade_rollback_and_failed_build(site):
 
     rc, recap, out = play(site, 'v1')
     assert rc == 0 and recap['changed'] == 0, 'a second run of a finished deployment must change nothing\n' + out
+
+    # A changed environment file reaches the apps (issue 16 item 1): written by the build play as deploy.yml does,
+    # then the backends play of the same version reloads, because the apps do not run with that file yet.
+    before = pm2_pids(site)
+    env = dict(line.split('=', 1) for line in open(os.path.join(site['deploy_to'], 'shared', '.env')).read().split())
+    rc, recap, out = play(site, 'v1', tasks_from='build', backend_env=dict(env, LOG_LEVEL='debug'))
+    assert rc == 0 and recap['changed'] >= 1, out
+    assert pm2_pids(site) == before, 'the build play only writes the file'
+    rc, recap, out = play(site, 'v1')
+    assert rc == 0, out
+    reloaded = pm2_pids(site)
+    assert set(reloaded) == set(before) and all(reloaded[n] != before[n] for n in before), (before, reloaded)
+    assert health(site)['version'] == 'v1'
+    rc, recap, out = play(site, 'v1')
+    assert rc == 0 and recap['changed'] == 0 and pm2_pids(site) == reloaded, out
 
     started = time.monotonic()
     rc, recap, out = play(site, 'v2')
