@@ -24,6 +24,19 @@ if ((${#need[@]})); then
     fi
 fi
 
+# Node: PM2, the Prisma CLI and Unleash from package-lock.json. npm ci runs in the background while pip installs
+# the venv (both mostly download and unpack: together they take the time of the longer one on a fresh clone).
+stamp_node="node_modules/.package-lock.sha256"
+want_node="$(sha256sum package-lock.json | cut -d' ' -f1)"
+npm_pid=""
+if [[ ! -d node_modules || "$(cat "$stamp_node" 2>/dev/null)" != "$want_node" ]]; then
+    log "installing Node packages (npm ci)"
+    mkdir -p .cache
+    (npm ci --no-audit --no-fund --loglevel=error --cache "$repo/.cache/npm" >.cache/npm-ci.log 2>&1 &&
+        echo "$want_node" >"$stamp_node") &
+    npm_pid=$!
+fi
+
 # Python: a venv at .venv from the pinned requirements.
 stamp=".venv/.requirements.sha256"
 want="$(cat requirements/dev.txt requirements/python.txt | sha256sum | cut -d' ' -f1)"
@@ -38,13 +51,9 @@ if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     echo "$want" > "$stamp"
 fi
 
-# Node: PM2, the Prisma CLI and Unleash from package-lock.json.
-stamp="node_modules/.package-lock.sha256"
-want="$(sha256sum package-lock.json | cut -d' ' -f1)"
-if [[ ! -d node_modules || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-    log "installing Node packages (npm ci)"
-    npm ci --no-audit --no-fund --loglevel=error --cache "$repo/.cache/npm" >/dev/null
-    echo "$want" > "$stamp"
+if [[ -n "$npm_pid" ]] && ! wait "$npm_pid"; then
+    cat .cache/npm-ci.log >&2
+    exit 1
 fi
 # @prisma/adapter-pg: map PostgreSQL `name` (oid 19) to text for Prisma's offline JS schema engine
 # (upstream bug prisma/orm#27403). Idempotent; run every time so a node_modules installed before it is patched too.
