@@ -1,0 +1,235 @@
+# -*- coding: utf-8 -*-
+# Copyright: runbook.deploy contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PM2 helpers for runbook.deploy: process lists, ecosystem files, stability checks.
+
+``pm2 jlist`` carries each process's whole environment in ``pm2_env``: only the fields named in
+``summarize`` ever leave this file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+try:
+    from urllib.parse import urlsplit, urlunsplit, unquote
+except ImportError:  # pragma: no cover
+    from urlparse import urlsplit, urlunsplit
+    from urllib import unquote
+
+from ansible_collections.runbook.deploy.plugins.module_utils.command import is_secret_name, last_lines
+
+MASK = '********'
+
+# Print an ecosystem file's apps as JSON: names, modes, instances and the env names each app knows.
+ECOSYSTEM_READER = r'''
+const path = require('path');
+const file = path.resolve(process.argv[1]);
+const config = require(file);
+let apps = config.apps || config;
+if (!Array.isArray(apps)) { apps = [apps]; }
+const out = apps.map((app) => ({
+  name: app.name,
+  exec_mode: app.exec_mode || app.execMode || null,
+  instances: app.instances === undefined ? 1 : app.instances,
+  envs: Object.keys(app).filter((k) => k.startsWith('env_')).map((k) => k.slice(4)),
+}));
+console.log(JSON.stringify({apps: out, deploy_envs: Object.keys(config.deploy || {})}));
+'''
+
+ONLINE = 'online'
+
+
+class Pm2Error(Exception):
+    """A PM2 step failed; the message is ready for fail_json."""
+
+
+def parse_jlist(text):
+    """The process list from ``pm2 jlist`` output, which may start with daemon spawn lines."""
+    for line in reversed((text or '').strip().splitlines()):
+        line = line.strip()
+        if line.startswith('['):
+            try:
+                data = json.loads(line)
+            except ValueError:
+                break
+            if isinstance(data, list):
+                return data
+            break
+    raise Pm2Error('pm2 jlist did not print a JSON process list: %s' % last_lines(text, 3))
+
+
+def node_error(text):
+    """The line naming a Node error (SyntaxError: ...) and where it happened, or the last lines."""
+    lines = [line for line in (text or '').splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if re.match(r'^\w*Error\b', line.strip()):
+            where = lines[0] if lines and lines[0].startswith('/') else ''
+            return ('%s (%s)' % (line.strip(), where)) if where else line.strip()
+    return last_lines(text, 4)
+
+
+def parse_ecosystem(text, path):
+    try:
+        data = json.loads(text.strip().splitlines()[-1])
+        apps = data['apps']
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise Pm2Error('could not read the apps of ecosystem %s: %s' % (path, last_lines(text, 3)))
+    for app in apps:
+        if not app.get('name'):
+            raise Pm2Error('ecosystem %s has an app without a name; PM2 needs a name for --only' % path)
+    return data
+
+
+def json_ecosystem(path):
+    """Apps of a .json ecosystem file without Node."""
+    with open(path) as handle:
+        config = json.load(handle)
+    apps = config.get('apps', config) if isinstance(config, dict) else config
+    apps = apps if isinstance(apps, list) else [apps]
+    return dict(apps=[dict(name=a.get('name'), exec_mode=a.get('exec_mode'), instances=a.get('instances', 1),
+                           envs=[k[4:] for k in a if k.startswith('env_')]) for a in apps],
+                deploy_envs=list(config.get('deploy', {})) if isinstance(config, dict) else [])
+
+
+def mode_of(proc):
+    mode = proc.get('pm2_env', {}).get('exec_mode', '')
+    return 'cluster' if mode.startswith('cluster') else 'fork'
+
+
+def summarize(proc, now=None):
+    """What may be returned about one process instance: never its environment."""
+    env = proc.get('pm2_env', {})
+    monit = proc.get('monit', {}) or {}
+    now = now or time.time()
+    uptime = env.get('pm_uptime')
+    status = env.get('status')
+    return dict(
+        name=proc.get('name'), pm_id=proc.get('pm_id'), pid=proc.get('pid'), status=status,
+        restarts=env.get('restart_time', 0), unstable_restarts=env.get('unstable_restarts', 0),
+        uptime=round(max(0.0, now - uptime / 1000.0), 1) if uptime and status == ONLINE else 0,
+        memory=monit.get('memory'), cpu=monit.get('cpu'), exec_mode=mode_of(proc),
+    )
+
+
+def instances_of(procs, name):
+    return [p for p in procs if p.get('name') == name]
+
+
+def daemon_running(pm2_home):
+    """Whether a PM2 daemon runs for pm2_home (so that jlist will not spawn one)."""
+    try:
+        with open(os.path.join(pm2_home, 'pm2.pid')) as handle:
+            pid = int(handle.read().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def url_credentials(url):
+    """The secrets a URL carries in its userinfo (user:password@), as written and decoded; [] if none."""
+    try:
+        parts = urlsplit(url or '')
+    except ValueError:
+        return []
+    userinfo = parts.netloc.rpartition('@')[0] if '@' in parts.netloc else ''
+    if not userinfo:
+        return []
+    found = [userinfo, unquote(userinfo)]
+    password = userinfo.partition(':')[2]
+    if password:
+        found += [password, unquote(password)]
+    return sorted(set(v for v in found if v), key=len, reverse=True)
+
+
+def redact_url(url):
+    """url with its userinfo (user:password@) replaced by a mask, for messages."""
+    try:
+        parts = urlsplit(url or '')
+    except ValueError:
+        return MASK
+    if '@' not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc='%s@%s' % (MASK, parts.netloc.rpartition('@')[2])))
+
+
+def redact(text, url):
+    """text with url shown redacted, and any credential of url masked wherever else it appears."""
+    text = (text or '').replace(url, redact_url(url)) if url else (text or '')
+    for secret in url_credentials(url):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def daemon_secret_names(pm2_home):
+    """(pid, names) of the credential-like variables in the environment of the PM2 daemon for pm2_home.
+
+    Only names: the values stay where they are.  (None, []) when no daemon runs or it cannot be read.
+    """
+    try:
+        with open(os.path.join(pm2_home, 'pm2.pid')) as handle:
+            pid = int(handle.read().strip())
+        with open('/proc/%d/environ' % pid, 'rb') as handle:
+            data = handle.read()
+    except (OSError, ValueError):
+        return None, []
+    names = [item.split(b'=', 1)[0].decode('utf-8', 'replace') for item in data.split(b'\0') if b'=' in item]
+    return pid, sorted(n for n in names if is_secret_name(n))
+
+
+def tail(path, lines=20):
+    """Last lines of a log file, or '' when it cannot be read."""
+    if not path:
+        return ''
+    try:
+        with open(path, 'rb') as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64 * 1024))
+            data = handle.read().decode('utf-8', 'replace')
+    except OSError:
+        return ''
+    return '\n'.join(data.splitlines()[-lines:])
+
+
+class StabilityWatch(object):
+    """Decide from successive process lists whether an app is up and has stopped restarting.
+
+    Stable: every instance online, as many as expected, none restarted during the last ``stable_for``
+    seconds and each up for at least that long. Crash-looping: restarts keep climbing or PM2 marks the
+    app errored.
+    """
+
+    def __init__(self, name, expected, stable_for, clock=time.time):
+        self.name = name
+        self.expected = expected
+        self.stable_for = stable_for
+        self.clock = clock
+        self.first_restarts = None
+        self.last_change = clock()
+        self.last_state = None
+
+    def observe(self, procs):
+        """Return 'stable', 'waiting' or 'crashing'."""
+        mine = instances_of(procs, self.name)
+        restarts = sum(p.get('pm2_env', {}).get('restart_time', 0) for p in mine)
+        statuses = sorted(p.get('pm2_env', {}).get('status') for p in mine)
+        state = (restarts, tuple(statuses), tuple(sorted(p.get('pid') or 0 for p in mine)))
+        now = self.clock()
+        if self.first_restarts is None:
+            self.first_restarts = restarts
+        if state != self.last_state:
+            self.last_state = state
+            self.last_change = now
+        if 'errored' in statuses or restarts - self.first_restarts >= 3:
+            return 'crashing'
+        if len(mine) < self.expected or any(s != ONLINE for s in statuses):
+            return 'waiting'
+        up_since = min(p.get('pm2_env', {}).get('pm_uptime') or 0 for p in mine) / 1000.0
+        if now - self.last_change >= self.stable_for and now - up_since >= self.stable_for:
+            return 'stable'
+        return 'waiting'
