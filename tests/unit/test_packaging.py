@@ -40,18 +40,18 @@ def _files(*tops, suffixes=('.yml', '.yaml', '.py', '.j2')):
                     yield os.path.join(dirpath, name)
 
 
-def _shipped(path):
+def _shipped(path, build_ignore):
     """Files the tarball holds (build_ignore's patterns are paths from the root)."""
     relative = os.path.relpath(path, REPO)
-    return not any(relative == ignored or relative.startswith(ignored.rstrip('/') + '/')
-                   for ignored in _load('galaxy.yml')['build_ignore'])
+    return not any(relative == ignored or relative.startswith(ignored.rstrip('/') + '/') for ignored in build_ignore)
 
 
 def _used_collections():
     """{collection: first file that uses it}: FQCNs in YAML and templates, ansible_collections imports in Python."""
+    build_ignore = _load('galaxy.yml')['build_ignore']
     used = {}
     for path in _files('roles', 'playbooks', 'plugins', 'meta'):
-        if not _shipped(path):
+        if not _shipped(path, build_ignore):
             continue
         with open(path) as handle:
             text = handle.read()
