@@ -76,10 +76,10 @@ options:
   fail_after_identical:
     description:
       - While polling, a check that got the same failing answer (status, body and reasons) this many times in a
-        row fails at once instead of being retried until O(wait_timeout): the app is up and answers, and a
+        row fails at once instead of being retried until O(wait_timeout), because the app is up and answers and a
         deterministic error does not go away by waiting.
-      - Answers that mean "not ready yet" keep being polled until O(wait_timeout) whatever this says: no answer
-        (connection refused, timeout), and the statuses 408, 425, 429, 502, 503 and 504.
+      - Answers that mean "not ready yet" keep being polled until O(wait_timeout) whatever this says, namely no
+        answer (connection refused, timeout) and the statuses 408, 425, 429, 502, 503 and 504.
       - V(0) polls every failure until O(wait_timeout).
     type: int
     default: 3

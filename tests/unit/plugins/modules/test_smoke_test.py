@@ -9,7 +9,8 @@ import pytest
 from ansible_collections.runbook.deploy.plugins.modules import smoke_test
 
 BASE = dict(base_url='http://svc.test', headers={}, bearer_token=None, validate_certs=True, ca_path=None, timeout=5.0,
-            concurrency=4, wait_timeout=0.0, interval=0.0, consecutive=1, run_writes_in_check_mode=False)
+            concurrency=4, wait_timeout=0.0, interval=0.0, consecutive=1, fail_after_identical=3,
+            run_writes_in_check_mode=False)
 CHECK = dict(type='http', method='GET', path=None, url=None, headers={}, body=None, json=None, status=None,
              expect_json=None, expect_json_paths=None, expect_text=None, max_latency_ms=None, timeout=None)
 
