@@ -7,6 +7,7 @@ history) under a private directory, through extra vars, as a job template would 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -140,8 +141,8 @@ def messages(recorder):
         return [json.loads(line) for line in handle if line.strip()]
 
 
-@pytest.fixture
-def make_env(stack, webhook):
+@contextlib.contextmanager
+def _environments(stack, webhook):
     """Create environments (prepared like a real one: database, buckets, distribution); clean them up after."""
     made = []
 
@@ -155,13 +156,41 @@ def make_env(stack, webhook):
         assert result.rc == 0, result
         return env
 
-    yield factory
-    for env in made:
-        for pm2_home in _pm2_homes(env.root):
-            subprocess.run([PM2, 'kill'], env=dict(os.environ, PM2_HOME=pm2_home), capture_output=True, check=False)
-        sql(stack, 'postgres', 'DROP DATABASE IF EXISTS %s WITH (FORCE)' % env.db)
-        _drop_bucket(stack, 'sample-app-frontend-' + env.name)
-        shutil.rmtree(env.root, ignore_errors=True)
+    try:
+        yield factory
+    finally:
+        for env in made:
+            for pm2_home in _pm2_homes(env.root):
+                subprocess.run([PM2, 'kill'], env=dict(os.environ, PM2_HOME=pm2_home), capture_output=True, check=False)
+            sql(stack, 'postgres', 'DROP DATABASE IF EXISTS %s WITH (FORCE)' % env.db)
+            _drop_bucket(stack, 'sample-app-frontend-' + env.name)
+            shutil.rmtree(env.root, ignore_errors=True)
+
+
+@pytest.fixture
+def make_env(stack, webhook):
+    with _environments(stack, webhook) as factory:
+        yield factory
+
+
+@pytest.fixture(scope='class')
+def shared_env(stack, tmp_path_factory):
+    """One environment that the tests of a class use in turn, each starting where the one before it ended: a scenario
+    whose first deployment is another test's subject costs one deployment less. tests/conftest.py's scheduler keeps a
+    class's tests on one worker, in their order (with -p no:randomly, as tests/scripts/run_all.sh runs pytest)."""
+    recorder = WebhookRecorder(str(tmp_path_factory.mktemp('webhook') / 'webhook.jsonl'))
+    recorder.start()
+    try:
+        with _environments(stack, recorder) as factory:
+            yield factory()
+    finally:
+        recorder.stop()
+
+
+def _continues_from(env, statuses, why):
+    """The state the test before this one in its class left: its history's (kind, version, status), in order."""
+    history = [(e['kind'], e['version'], e['status']) for e in env.history()]
+    assert history == statuses, 'this test continues where %s ended, and that test did not get there: %r' % (why, history)
 
 
 def _pm2_homes(root):
@@ -209,6 +238,48 @@ def history_bucket(stack):
            'deployment_history_s3_endpoint_url': stack['RUNBOOK_S3_ENDPOINT_URL'],
            'deployment_history_s3_region': 'us-east-1'}
     _drop_bucket(stack, bucket)
+
+
+# The order of the scenarios is the order xdist starts them in (tests/conftest.py's scheduler puts the classes below
+# first, then the single tests in this order, one per worker, then each worker's second): the longest two, the
+# production deployment and the first class, go to different workers.
+def test_production_gates_then_three_hosts_in_batches_with_one_backup_and_one_migration(make_env):
+    staging = make_env()
+    production = make_env(inventory='local-production', port=False)
+    production.extra.update(deployment_staging_environment=staging.name, runbook_stack_dir=staging.root)
+    # The two environments share the history directory (as they share a controller or an S3 bucket).
+    shutil.rmtree(production.root)
+    production.root = staging.root
+    assert production.play('local_sample_app.yml').rc == 0
+
+    no_approval = production.play('deploy_production.yml', runbook_version='v2.0.0')
+    assert no_approval.rc != 0 and 'needs an approval' in no_approval.output, no_approval
+    approved = dict(runbook_approved_by='Dana', runbook_ticket='CHG-1')
+    not_staged = production.play('deploy_production.yml', runbook_version='v2.0.0', **approved)
+    assert not_staged.rc != 0 and 'has no successful deployment' in not_staged.output, not_staged
+    # The gates of a protected environment cannot be skipped: not by running the shared flow the production playbook
+    # imports, nor by switching them off with extra vars.
+    direct = production.play('deploy.yml', runbook_version='v2.0.0')
+    assert direct.rc != 0 and 'needs an approval' in direct.output, direct
+    switched_off = production.play('deploy.yml', runbook_version='v2.0.0', deployment_require_approval=False,
+                                   deployment_require_staging=False, **approved)
+    assert switched_off.rc != 0 and 'has no successful deployment' in switched_off.output, switched_off
+    assert production.history() == []
+
+    assert staging.play('deploy_staging.yml', runbook_version='v2.0.0').rc == 0
+    deployed = production.play('deploy_production.yml', runbook_version='v2.0.0', **approved)
+    assert deployed.rc == 0, deployed
+    for host, port in (('app1', 39111), ('app2', 39112), ('app3', 39113)):
+        assert production.current(host) == 'v2.0.0'
+        assert production.health(port)['version'] == 'v2.0.0'
+    # Three batches of one host for the backends; the backup and the migrations ran once, on one host.
+    assert deployed.output.count('PLAY [Backends - release, reload and smoke tests, in batches]') == 3
+    backup_task = deployed.output.split('TASK [runbook.deploy.backup : Back up the database with pg_backup]')[1]
+    assert len(re.findall(r'^(?:changed|ok): \[app\d\]', backup_task.split('TASK [')[0], re.M)) == 1
+    assert len(sql(production.stack, production.db, 'SELECT 1 FROM _prisma_migrations')) == 3
+    entry = production.history()[-1]
+    assert entry['status'] == 'succeeded' and entry['approved_by'] == 'Dana' and entry['ticket'] == 'CHG-1', entry
+    assert entry['hosts'] == ['app1', 'app2', 'app3']
 
 
 def test_staging_deploy_serves_records_reports_and_reruns_without_change(make_env, webhook, history_bucket):
@@ -299,171 +370,6 @@ def _check_success_report(env, entry, result, elapsed, history_bucket):
             assert secret not in text, (name, secret)
 
 
-def test_failed_smoke_test_rolls_back_automatically_keeps_the_data_and_reports_it(make_env, webhook):
-    env = make_env()
-    env.callbacks = CALLBACK
-    assert env.play('deploy_staging.yml', runbook_version='v1.0.0').rc == 0
-    before = env.snapshot()
-
-    broken = env.play('deploy_staging.yml', runbook_version='v1.1.0', sample_app_fault='smoke')
-    assert broken.rc != 0, broken
-    assert 'failed in the backends phase' in broken.output, broken
-    assert 'Rolled back: v1.0.0 runs again; the database was kept as it is' in broken.output, broken
-    # The previous release answers again, the broken one is marked bad, the data is untouched.
-    assert env.current() == 'v1.0.0'
-    assert env.health()['version'] == 'v1.0.0'
-    assert os.path.exists(os.path.join(env.deploy_to(), 'releases', 'v1.1.0', 'BAD'))
-    assert env.snapshot() == before
-    entry = env.history()[-1]
-    assert entry['status'] == 'rolled_back' and entry['running_version'] == 'v1.0.0', entry
-    assert entry['failure']['phase'] == 'backends' and 'cases API' in entry['failure']['message'], entry
-    assert entry['phases']['rollback']['status'] == 'ok'
-    assert entry['smoke_passed'] is False
-    assert any('roll' in m.get('text', '').lower() for m in messages(webhook)), messages(webhook)
-    assert not os.path.exists(os.path.join(env.root, 'deploy', env.name, 'deploy.lock'))
-
-    # The report records the failure and the rollback.
-    record = report_of(entry)
-    assert record['run_id'] == entry['run_id'] and record['status'] == 'rolled_back'
-    assert record['previous_version'] == 'v1.0.0' and record['running_version'] == 'v1.0.0'
-    assert record['failure']['phase'] == 'backends' and 'cases API' in record['failure']['message'], record['failure']
-    assert record['rollback']['taken'] is True and record['rollback']['status'] == 'ok', record['rollback']
-    assert 'cases API' in record['rollback']['why'] and record['rollback']['result'], record['rollback']
-    assert record['smoke']['passed'] is False and record['smoke']['success_rate'] < 100, record['smoke']
-    assert record['smoke']['hosts']['app1']['failed_checks'] == ['cases API reads the database'], record['smoke']
-    # The rollback smoke-tested what it went back to: its result is kept apart.
-    assert record['rollback']['smoke']['passed'] is True, record['rollback']
-    names = [p['name'] for p in record['timeline']]
-    assert names == ['check', 'build', 'database', 'backends', 'rollback', 'finish'], record['timeline']
-    # The backends phase failed; when the history has no end for it, the timeline ends it where the rollback begins.
-    assert {p['name']: p['status'] for p in record['timeline']}['backends'] in ('failed', 'unfinished'), record['timeline']
-    check_timeline(record)
-    markdown = read(entry['report']['md'])
-    assert '| Rollback required | yes: app1:' in markdown and '## Failure' in markdown
-    # The first deploy has its own report; the two never share a file.
-    assert env.history()[0]['report']['json'] != entry['report']['json']
-    assert os.path.isfile(env.history()[0]['report']['json'])
-
-
-def test_failed_migration_stops_before_any_app_change_and_rollback_restores(make_env, tmp_path):
-    env = make_env()
-    assert env.play('deploy_staging.yml', runbook_version='v1.0.0').rc == 0
-    before = env.snapshot()
-    source = _sample_copy(tmp_path, failing_migration=True)
-
-    failed = env.play('deploy_staging.yml', runbook_version='v1.1.0', backend_source_dir=source)
-    assert failed.rc != 0, failed
-    assert 'failed in the database phase' in failed.output and '20261201000000_retitle_cases' in failed.output, failed
-    assert 'No app was changed' in failed.output
-    # No app change: v1.1.0 was built beside v1.0.0 (its migrations ran from it) but v1.0.0 serves;
-    # the half-applied migration changed data.
-    assert env.current() == 'v1.0.0'
-    assert os.path.exists(os.path.join(env.deploy_to(), 'releases', 'v1.1.0', 'RELEASE.json'))
-    assert env.health()['version'] == 'v1.0.0'
-    assert env.snapshot() != before
-    entry = env.history()[-1]
-    assert entry['status'] == 'failed' and entry['failure']['phase'] == 'database', entry
-    backup = entry['backup']['s3_uri']
-    bucket, key = backup[len('s3://'):].split('/', 1)
-    assert _s3(env.stack).head_object(Bucket=bucket, Key=key)['ContentLength'] > 0
-
-    refused = env.play('rollback.yml')
-    assert refused.rc != 0 and 'rollback_database' in refused.output, refused
-
-    restored = env.play('rollback.yml', rollback_database='restore')
-    assert restored.rc == 0, restored
-    assert env.snapshot() == before
-    assert env.current() == 'v1.0.0' and env.health()['version'] == 'v1.0.0'
-    entry = env.history()[-1]
-    assert entry['kind'] == 'rollback' and entry['status'] == 'succeeded', entry
-    assert entry['rollback']['restored_from'], entry
-
-
-def test_a_second_concurrent_deploy_is_refused_by_the_lock(make_env):
-    env = make_env()
-    first = subprocess.Popen(env.command('deploy_staging.yml', runbook_version='v1.0.0'), env=env.env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lock = os.path.join(env.root, 'deploy', env.name, 'deploy.lock')
-    deadline = time.monotonic() + 120
-    while not os.path.exists(os.path.join(lock, 'owner.json')) and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert os.path.exists(lock), first.communicate()[0][-4000:]
-    second = env.play('deploy_staging.yml', runbook_version='v1.0.0')
-    out, dummy = first.communicate(timeout=600)
-    assert second.rc != 0, second
-    assert 'Another deployment of %s holds the lock' % env.name in second.output, second
-    assert 'deployment_lock_break' in second.output
-    assert first.returncode == 0, out[-6000:]
-    # The refused run recorded nothing and released nothing: one succeeded entry, the lock gone after the first.
-    assert [e['status'] for e in env.history()] == ['succeeded']
-    assert not os.path.exists(lock)
-
-
-def test_production_gates_then_three_hosts_in_batches_with_one_backup_and_one_migration(make_env):
-    staging = make_env()
-    production = make_env(inventory='local-production', port=False)
-    production.extra.update(deployment_staging_environment=staging.name, runbook_stack_dir=staging.root)
-    # The two environments share the history directory (as they share a controller or an S3 bucket).
-    shutil.rmtree(production.root)
-    production.root = staging.root
-    assert production.play('local_sample_app.yml').rc == 0
-
-    no_approval = production.play('deploy_production.yml', runbook_version='v2.0.0')
-    assert no_approval.rc != 0 and 'needs an approval' in no_approval.output, no_approval
-    approved = dict(runbook_approved_by='Dana', runbook_ticket='CHG-1')
-    not_staged = production.play('deploy_production.yml', runbook_version='v2.0.0', **approved)
-    assert not_staged.rc != 0 and 'has no successful deployment' in not_staged.output, not_staged
-    # The gates of a protected environment cannot be skipped: not by running the shared flow the production playbook
-    # imports, nor by switching them off with extra vars.
-    direct = production.play('deploy.yml', runbook_version='v2.0.0')
-    assert direct.rc != 0 and 'needs an approval' in direct.output, direct
-    switched_off = production.play('deploy.yml', runbook_version='v2.0.0', deployment_require_approval=False,
-                                   deployment_require_staging=False, **approved)
-    assert switched_off.rc != 0 and 'has no successful deployment' in switched_off.output, switched_off
-    assert production.history() == []
-
-    assert staging.play('deploy_staging.yml', runbook_version='v2.0.0').rc == 0
-    deployed = production.play('deploy_production.yml', runbook_version='v2.0.0', **approved)
-    assert deployed.rc == 0, deployed
-    for host, port in (('app1', 39111), ('app2', 39112), ('app3', 39113)):
-        assert production.current(host) == 'v2.0.0'
-        assert production.health(port)['version'] == 'v2.0.0'
-    # Three batches of one host for the backends; the backup and the migrations ran once, on one host.
-    assert deployed.output.count('PLAY [Backends - release, reload and smoke tests, in batches]') == 3
-    backup_task = deployed.output.split('TASK [runbook.deploy.backup : Back up the database with pg_backup]')[1]
-    assert len(re.findall(r'^(?:changed|ok): \[app\d\]', backup_task.split('TASK [')[0], re.M)) == 1
-    assert len(sql(production.stack, production.db, 'SELECT 1 FROM _prisma_migrations')) == 3
-    entry = production.history()[-1]
-    assert entry['status'] == 'succeeded' and entry['approved_by'] == 'Dana' and entry['ticket'] == 'CHG-1', entry
-    assert entry['hosts'] == ['app1', 'app2', 'app3']
-
-
-def test_the_playbooks_run_under_ansible_runner_with_extra_vars_and_report_the_job(make_env, tmp_path, monkeypatch):
-    """As AWX runs a job template: ansible-runner, the extra vars it passes (with the job id and the launching user),
-    the deploy_report callback enabled. The report is named after the job and records who launched it."""
-    import ansible_runner
-
-    env = make_env()
-    private = tmp_path / 'runner'
-    private.mkdir()
-    for key, value in env.env().items():
-        if key.startswith(('RUNBOOK_', 'AWS_', 'ANSIBLE_')):
-            monkeypatch.setenv(key, value)
-    extravars = dict(env.extra, runbook_version='v1.0.0', awx_job_id=4242, awx_user_name='dana')
-    run = ansible_runner.run(private_data_dir=str(private), playbook=os.path.join(REPO, 'playbooks', 'deploy_staging.yml'),
-                             inventory=env.inventory, extravars=extravars, quiet=True,
-                             envvars={'RUNBOOK_REPO': REPO, 'ANSIBLE_CALLBACKS_ENABLED': CALLBACK})
-    assert run.status == 'successful' and run.rc == 0, run.stdout.read()[-6000:]
-    assert env.health()['version'] == 'v1.0.0'
-    entry = env.history()[-1]
-    assert entry['status'] == 'succeeded'
-    assert entry['run_id'] == '4242' and entry['actor'] == 'dana', entry
-    record = report_of(entry)
-    assert record['status'] == 'succeeded' and record['run_id'] == '4242' and record['actor'] == 'dana'
-    check_timeline(record)
-    assert record['report']['json'].endswith('/reports/%s/4242.json' % env.name)
-
-
 def _play_until(env, playbook, marker, signum, timeout=300, **extra):
     """Run a playbook and kill its whole process group with signum as soon as its output shows marker (a task
     banner): an operator's Ctrl-C, or AWX cancelling the job. Returns (rc, output)."""
@@ -512,62 +418,193 @@ def _running_releases(env, host='app1'):
     return result
 
 
-def test_a_deploy_killed_during_the_reload_is_finished_by_its_re_run(make_env):
-    """SIGTERM right when the PM2 reload starts: current is on the new release, the old code runs, maintenance on,
-    the sync paused, the lock held. The re-run takes the lock over, reloads, and puts the flags back."""
-    env = make_env()
-    # The first deployment creates the flags table: maintenance mode is switched from the second on.
-    assert env.play('deploy_staging.yml', runbook_version='v1.0.0').rc == 0
-    assert _flags(env) == {'auto_sync': True, 'new_case_view': True}
+# Scenarios that continue from one another: each class is one environment, its tests run in order on one worker.
 
-    rc, output = _play_until(env, 'deploy_staging.yml', 'TASK [runbook.deploy.backend : Start or reload the apps',
-                             signal.SIGTERM, runbook_version='v1.1.0', runbook_maintenance_mode=True)
-    assert rc != 0
-    lock = os.path.join(env.root, 'deploy', env.name, 'deploy.lock')
-    assert os.path.exists(os.path.join(lock, 'owner.json'))
-    assert env.current() == 'v1.1.0'
-    assert env.health()['version'] == 'v1.0.0'
-    assert _flags(env)['maintenance_mode'] is True and _flags(env)['auto_sync'] is False
+class TestAnAwxJobThenAFailedSmokeTest(object):
+    def test_the_playbooks_run_under_ansible_runner_with_extra_vars_and_report_the_job(self, shared_env, tmp_path, monkeypatch):
+        """As AWX runs a job template: ansible-runner, the extra vars it passes (with the job id and the launching user),
+        the deploy_report callback enabled. The report is named after the job and records who launched it."""
+        import ansible_runner
 
-    rerun = env.play('deploy_staging.yml', runbook_version='v1.1.0', runbook_maintenance_mode=True)
-    assert rerun.rc == 0, rerun
-    assert 'taking it over' in rerun.output, rerun
-    # The new code runs (what the app answers and where its processes run), the flags are as before, no lock.
-    assert env.health()['version'] == 'v1.1.0'
-    release = os.path.realpath(os.path.join(env.deploy_to(), 'releases', 'v1.1.0'))
-    running = _running_releases(env)
-    assert running and all(dirs == {release} for dirs in running.values()), running
-    assert _flags(env) == {'auto_sync': True, 'maintenance_mode': False, 'new_case_view': True}
-    assert not os.path.exists(lock)
-    history = env.history()
-    assert [(e['version'], e['status']) for e in history] == [
-        ('v1.0.0', 'succeeded'), ('v1.1.0', 'interrupted'), ('v1.1.0', 'succeeded')], history
-    interrupted = history[1]
-    assert interrupted['interrupted_by'] == history[2]['run_id'], interrupted
-    assert interrupted['pre_deployment'] == {'maintenance': 'off', 'sync': 'running'}, interrupted
-    assert history[2]['previous_version'] == 'v1.0.0' and history[2]['flags_restored'] is True, history[2]
+        env = shared_env
+        private = tmp_path / 'runner'
+        private.mkdir()
+        for key, value in env.env().items():
+            if key.startswith(('RUNBOOK_', 'AWS_', 'ANSIBLE_')):
+                monkeypatch.setenv(key, value)
+        extravars = dict(env.extra, runbook_version='v1.0.0', awx_job_id=4242, awx_user_name='dana')
+        run = ansible_runner.run(private_data_dir=str(private), playbook=os.path.join(REPO, 'playbooks', 'deploy_staging.yml'),
+                                 inventory=env.inventory, extravars=extravars, quiet=True,
+                                 envvars={'RUNBOOK_REPO': REPO, 'ANSIBLE_CALLBACKS_ENABLED': CALLBACK})
+        assert run.status == 'successful' and run.rc == 0, run.stdout.read()[-6000:]
+        assert env.health()['version'] == 'v1.0.0'
+        entry = env.history()[-1]
+        assert entry['status'] == 'succeeded'
+        assert entry['run_id'] == '4242' and entry['actor'] == 'dana', entry
+        record = report_of(entry)
+        assert record['status'] == 'succeeded' and record['run_id'] == '4242' and record['actor'] == 'dana'
+        check_timeline(record)
+        assert record['report']['json'].endswith('/reports/%s/4242.json' % env.name)
+
+    def test_failed_smoke_test_rolls_back_automatically_keeps_the_data_and_reports_it(self, shared_env):
+        """The AWX job's v1.0.0 runs; v1.1.0 fails its smoke test and is rolled back."""
+        env = shared_env
+        _continues_from(env, [('deploy', 'v1.0.0', 'succeeded')], 'the AWX job')
+        env.callbacks = CALLBACK
+        before = env.snapshot()
+
+        broken = env.play('deploy_staging.yml', runbook_version='v1.1.0', sample_app_fault='smoke')
+        assert broken.rc != 0, broken
+        assert 'failed in the backends phase' in broken.output, broken
+        assert 'Rolled back: v1.0.0 runs again; the database was kept as it is' in broken.output, broken
+        # The previous release answers again, the broken one is marked bad, the data is untouched.
+        assert env.current() == 'v1.0.0'
+        assert env.health()['version'] == 'v1.0.0'
+        assert os.path.exists(os.path.join(env.deploy_to(), 'releases', 'v1.1.0', 'BAD'))
+        assert env.snapshot() == before
+        entry = env.history()[-1]
+        assert entry['status'] == 'rolled_back' and entry['running_version'] == 'v1.0.0', entry
+        assert entry['failure']['phase'] == 'backends' and 'cases API' in entry['failure']['message'], entry
+        assert entry['phases']['rollback']['status'] == 'ok'
+        assert entry['smoke_passed'] is False
+        assert any('roll' in m.get('text', '').lower() for m in messages(env.webhook)), messages(env.webhook)
+        assert not os.path.exists(os.path.join(env.root, 'deploy', env.name, 'deploy.lock'))
+
+        # The report records the failure and the rollback.
+        record = report_of(entry)
+        assert record['run_id'] == entry['run_id'] and record['status'] == 'rolled_back'
+        assert record['previous_version'] == 'v1.0.0' and record['running_version'] == 'v1.0.0'
+        assert record['failure']['phase'] == 'backends' and 'cases API' in record['failure']['message'], record['failure']
+        assert record['rollback']['taken'] is True and record['rollback']['status'] == 'ok', record['rollback']
+        assert 'cases API' in record['rollback']['why'] and record['rollback']['result'], record['rollback']
+        assert record['smoke']['passed'] is False and record['smoke']['success_rate'] < 100, record['smoke']
+        assert record['smoke']['hosts']['app1']['failed_checks'] == ['cases API reads the database'], record['smoke']
+        # The rollback smoke-tested what it went back to: its result is kept apart.
+        assert record['rollback']['smoke']['passed'] is True, record['rollback']
+        names = [p['name'] for p in record['timeline']]
+        assert names == ['check', 'build', 'database', 'backends', 'rollback', 'finish'], record['timeline']
+        # The backends phase failed; when the history has no end for it, the timeline ends it where the rollback begins.
+        assert {p['name']: p['status'] for p in record['timeline']}['backends'] in ('failed', 'unfinished'), record['timeline']
+        check_timeline(record)
+        markdown = read(entry['report']['md'])
+        assert '| Rollback required | yes: app1:' in markdown and '## Failure' in markdown
+        # The first deploy has its own report; the two never share a file.
+        assert env.history()[0]['report']['json'] != entry['report']['json']
+        assert os.path.isfile(env.history()[0]['report']['json'])
 
 
-def test_a_deploy_interrupted_during_migrations_is_undone_by_rollback(make_env):
-    """SIGINT during the migrations: rollback.yml takes the stale lock over, records the run as interrupted, and
-    puts maintenance mode and the sync back as they were before the deployment (exit 0 only when it could)."""
-    env = make_env()
-    assert env.play('deploy_staging.yml', runbook_version='v1.0.0').rc == 0
+class TestAFailedMigrationThenAnInterruptedOne(object):
+    def test_failed_migration_stops_before_any_app_change_and_rollback_restores(self, shared_env, tmp_path):
+        env = shared_env
+        assert env.play('deploy_staging.yml', runbook_version='v1.0.0').rc == 0
+        before = env.snapshot()
+        source = _sample_copy(tmp_path, failing_migration=True)
 
-    rc, output = _play_until(env, 'deploy_staging.yml', 'TASK [runbook.deploy.migrate : ', signal.SIGINT,
-                             runbook_version='v1.1.0', runbook_maintenance_mode=True)
-    assert rc != 0
-    lock = os.path.join(env.root, 'deploy', env.name, 'deploy.lock')
-    assert os.path.exists(os.path.join(lock, 'owner.json'))
-    assert _flags(env)['maintenance_mode'] is True and _flags(env)['auto_sync'] is False
+        failed = env.play('deploy_staging.yml', runbook_version='v1.1.0', backend_source_dir=source)
+        assert failed.rc != 0, failed
+        assert 'failed in the database phase' in failed.output and '20261201000000_retitle_cases' in failed.output, failed
+        assert 'No app was changed' in failed.output
+        # No app change: v1.1.0 was built beside v1.0.0 (its migrations ran from it) but v1.0.0 serves;
+        # the half-applied migration changed data.
+        assert env.current() == 'v1.0.0'
+        assert os.path.exists(os.path.join(env.deploy_to(), 'releases', 'v1.1.0', 'RELEASE.json'))
+        assert env.health()['version'] == 'v1.0.0'
+        assert env.snapshot() != before
+        entry = env.history()[-1]
+        assert entry['status'] == 'failed' and entry['failure']['phase'] == 'database', entry
+        backup = entry['backup']['s3_uri']
+        bucket, key = backup[len('s3://'):].split('/', 1)
+        assert _s3(env.stack).head_object(Bucket=bucket, Key=key)['ContentLength'] > 0
 
-    rolled = env.play('rollback.yml', rollback_database='keep', runbook_maintenance_mode=True)
-    assert rolled.rc == 0, rolled
-    assert _flags(env) == {'auto_sync': True, 'maintenance_mode': False, 'new_case_view': True}
-    assert env.current() == 'v1.0.0' and env.health()['version'] == 'v1.0.0'
-    assert not os.path.exists(os.path.join(env.deploy_to(), 'releases', 'v1.1.0', 'BAD'))
-    assert not os.path.exists(lock)
-    history = env.history()
-    assert [(e['kind'], e['status']) for e in history] == [
-        ('deploy', 'succeeded'), ('deploy', 'interrupted'), ('rollback', 'succeeded')], history
-    assert history[1]['version'] == 'v1.1.0' and history[2]['flags_restored'] is True, history
+        refused = env.play('rollback.yml')
+        assert refused.rc != 0 and 'rollback_database' in refused.output, refused
+
+        restored = env.play('rollback.yml', rollback_database='restore')
+        assert restored.rc == 0, restored
+        assert env.snapshot() == before
+        assert env.current() == 'v1.0.0' and env.health()['version'] == 'v1.0.0'
+        entry = env.history()[-1]
+        assert entry['kind'] == 'rollback' and entry['status'] == 'succeeded', entry
+        assert entry['rollback']['restored_from'], entry
+
+    def test_a_deploy_interrupted_during_migrations_is_undone_by_rollback(self, shared_env):
+        """SIGINT during the migrations: rollback.yml takes the stale lock over, records the run as interrupted, and
+        puts maintenance mode and the sync back as they were before the deployment (exit 0 only when it could).
+        It continues from the failed migration's environment: v1.0.0 runs again, v1.1.0's release is left built."""
+        env = shared_env
+        _continues_from(env, [('deploy', 'v1.0.0', 'succeeded'), ('deploy', 'v1.1.0', 'failed'),
+                              ('rollback', 'v1.0.0', 'succeeded')], 'the failed migration')
+        earlier = len(env.history())
+
+        rc, output = _play_until(env, 'deploy_staging.yml', 'TASK [runbook.deploy.migrate : ', signal.SIGINT,
+                                 runbook_version='v1.2.0', runbook_maintenance_mode=True)
+        assert rc != 0
+        lock = os.path.join(env.root, 'deploy', env.name, 'deploy.lock')
+        assert os.path.exists(os.path.join(lock, 'owner.json'))
+        assert _flags(env)['maintenance_mode'] is True and _flags(env)['auto_sync'] is False
+
+        rolled = env.play('rollback.yml', rollback_database='keep', runbook_maintenance_mode=True)
+        assert rolled.rc == 0, rolled
+        assert _flags(env) == {'auto_sync': True, 'maintenance_mode': False, 'new_case_view': True}
+        assert env.current() == 'v1.0.0' and env.health()['version'] == 'v1.0.0'
+        assert not os.path.exists(os.path.join(env.deploy_to(), 'releases', 'v1.2.0', 'BAD'))
+        assert not os.path.exists(lock)
+        history = env.history()[earlier:]
+        assert [(e['kind'], e['status']) for e in history] == [('deploy', 'interrupted'), ('rollback', 'succeeded')], history
+        assert history[0]['version'] == 'v1.2.0' and history[1]['flags_restored'] is True, history
+
+
+class TestALockedDeploymentThenAKilledReload(object):
+    def test_a_second_concurrent_deploy_is_refused_by_the_lock(self, shared_env):
+        env = shared_env
+        first = subprocess.Popen(env.command('deploy_staging.yml', runbook_version='v1.0.0'), env=env.env(),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lock = os.path.join(env.root, 'deploy', env.name, 'deploy.lock')
+        deadline = time.monotonic() + 120
+        while not os.path.exists(os.path.join(lock, 'owner.json')) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert os.path.exists(lock), first.communicate()[0][-4000:]
+        second = env.play('deploy_staging.yml', runbook_version='v1.0.0')
+        out, dummy = first.communicate(timeout=600)
+        assert second.rc != 0, second
+        assert 'Another deployment of %s holds the lock' % env.name in second.output, second
+        assert 'deployment_lock_break' in second.output
+        assert first.returncode == 0, out[-6000:]
+        # The refused run recorded nothing and released nothing: one succeeded entry, the lock gone after the first.
+        assert [e['status'] for e in env.history()] == ['succeeded']
+        assert not os.path.exists(lock)
+
+    def test_a_deploy_killed_during_the_reload_is_finished_by_its_re_run(self, shared_env):
+        """SIGTERM right when the PM2 reload starts: current is on the new release, the old code runs, maintenance on,
+        the sync paused, the lock held. The re-run takes the lock over, reloads, and puts the flags back."""
+        env = shared_env
+        # The first deployment (the lock test's) created the flags table: maintenance mode is switched from the second on.
+        _continues_from(env, [('deploy', 'v1.0.0', 'succeeded')], 'the lock test')
+        assert _flags(env) == {'auto_sync': True, 'new_case_view': True}
+
+        rc, output = _play_until(env, 'deploy_staging.yml', 'TASK [runbook.deploy.backend : Start or reload the apps',
+                                 signal.SIGTERM, runbook_version='v1.1.0', runbook_maintenance_mode=True)
+        assert rc != 0
+        lock = os.path.join(env.root, 'deploy', env.name, 'deploy.lock')
+        assert os.path.exists(os.path.join(lock, 'owner.json'))
+        assert env.current() == 'v1.1.0'
+        assert env.health()['version'] == 'v1.0.0'
+        assert _flags(env)['maintenance_mode'] is True and _flags(env)['auto_sync'] is False
+
+        rerun = env.play('deploy_staging.yml', runbook_version='v1.1.0', runbook_maintenance_mode=True)
+        assert rerun.rc == 0, rerun
+        assert 'taking it over' in rerun.output, rerun
+        # The new code runs (what the app answers and where its processes run), the flags are as before, no lock.
+        assert env.health()['version'] == 'v1.1.0'
+        release = os.path.realpath(os.path.join(env.deploy_to(), 'releases', 'v1.1.0'))
+        running = _running_releases(env)
+        assert running and all(dirs == {release} for dirs in running.values()), running
+        assert _flags(env) == {'auto_sync': True, 'maintenance_mode': False, 'new_case_view': True}
+        assert not os.path.exists(lock)
+        history = env.history()
+        assert [(e['version'], e['status']) for e in history] == [
+            ('v1.0.0', 'succeeded'), ('v1.1.0', 'interrupted'), ('v1.1.0', 'succeeded')], history
+        interrupted = history[1]
+        assert interrupted['interrupted_by'] == history[2]['run_id'], interrupted
+        assert interrupted['pre_deployment'] == {'maintenance': 'off', 'sync': 'running'}, interrupted
+        assert history[2]['previous_version'] == 'v1.0.0' and history[2]['flags_restored'] is True, history[2]
