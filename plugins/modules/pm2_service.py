@@ -85,7 +85,9 @@ options:
     type: int
     default: 60
   log_lines:
-    description: Lines of the app's error log quoted when it fails to come up.
+    description:
+      - Lines of the app's error log quoted when it fails to come up, and of each app's error log when O(ready_url)
+        does not answer 2xx in time.
     type: int
     default: 20
 attributes:
@@ -419,8 +421,13 @@ class Pm2Service(object):
             except Exception as exc:  # pylint: disable=broad-except
                 last = to_native(exc)
             if time.time() >= deadline:
+                # The app's own words (a database it cannot reach, a module it cannot load) are in its error log.
+                procs = self.jlist()
+                logs = ''.join("\nLast lines of %s's error log:\n%s" % (
+                    name, pm2lib.tail(inst.get('pm2_env', {}).get('pm_err_log_path'), self.p['log_lines']) or '(empty)')
+                    for name in self.p['name'] for inst in pm2lib.instances_of(procs, name)[:1])
                 raise pm2lib.Pm2Error(pm2lib.redact('ready_url %s did not answer 2xx within %ds: %s'
-                                                    % (url, self.p['timeout'], last), url))
+                                                    % (url, self.p['timeout'], last), url) + logs)
             time.sleep(0.5)
 
     def warn_tainted_daemon(self):

@@ -57,11 +57,16 @@ if (fs.existsSync(path.join(__dirname, 'CRASH'))) {
     } else if (req.url === '/metrics') {
       reply(res, started, 200, metrics(), 'text/plain; version=0.0.4');
     } else if (req.url === '/api/cases') {
-      if (build.fault === 'smoke') return reply(res, started, 500, {error: 'relation "cases" does not exist'});
-      if (!pool) return reply(res, started, 503, {error: 'DATABASE_URL is not set'});
+      // Errors are logged on stderr as an Express app's error handler would: PM2 keeps them in the error log.
+      const fail = (code, message) => {
+        console.error(`GET /api/cases failed: ${message}`);
+        reply(res, started, code, {error: message});
+      };
+      if (build.fault === 'smoke') return fail(500, 'relation "cases" does not exist');
+      if (!pool) return fail(503, 'DATABASE_URL is not set');
       pool.query('SELECT count(*)::int AS count FROM cases').then(
         (r) => reply(res, started, 200, {count: r.rows[0].count, version: build.version}),
-        (err) => reply(res, started, 500, {error: err.message}));
+        (err) => fail(500, err.message));
     } else {
       reply(res, started, 404, {error: 'not found'});
     }

@@ -195,3 +195,31 @@ def test_profile_templates_in_an_inventory(profile, tmp_path):
     assert not set(extra) - set(VAULT_REF.findall(header)), 'the header lists every vault_* the profile uses'
     extra.update(runbook_version='v1.2.0')
     render_all(inventory, top_level_names(profile), extra, tmp_path)
+
+
+def _database_urls(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key.lower().endswith('database_url') and isinstance(value, str):
+                # A bare reference to another variable is checked where that one is defined.
+                if not re.fullmatch(r'\{\{\s*[a-z_][a-z0-9_]*\s*\}\}', value.strip()):
+                    yield value
+            else:
+                yield from _database_urls(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _database_urls(item)
+
+
+def test_every_database_url_is_built_with_pg_url():
+    """A DATABASE_URL put together by hand with `password | urlencode` breaks on a password holding '/' (the app
+    then fails to start and the deployment sees only a smoke timeout): every example builds it with pg_url."""
+    templated = {}
+    for path in sorted((REPO / 'inventories').rglob('*.yml')):
+        for value in _database_urls(yaml.safe_load(path.read_text())):
+            if '{{' in value:
+                templated.setdefault(str(path.relative_to(REPO)), []).append(value)
+    assert len(templated) >= 6, templated
+    for path, values in templated.items():
+        for value in values:
+            assert 'runbook.deploy.pg_url' in value and 'urlencode' not in value, (path, value)

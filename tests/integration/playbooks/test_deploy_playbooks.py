@@ -252,6 +252,11 @@ def test_production_gates_then_three_hosts_in_batches_with_one_backup_and_one_mi
     production.root = staging.root
     assert production.play('local_sample_app.yml').rc == 0
 
+    # A misspelt role variable would be ignored silently (here: no off-host backup, no smoke checks): refused first,
+    # every one named at once with the closest known name.
+    typos = production.play('deploy_production.yml', runbook_version='v2.0.0', backup_s3_buket='typo', smoke_check=[])
+    assert typos.rc != 0, typos
+    assert 'backup_s3_buket (did you mean backup_s3_bucket?); smoke_check (did you mean smoke_checks?)' in typos.output
     no_approval = production.play('deploy_production.yml', runbook_version='v2.0.0')
     assert no_approval.rc != 0 and 'needs an approval' in no_approval.output, no_approval
     approved = dict(runbook_approved_by='Dana', runbook_ticket='CHG-1')
@@ -420,13 +425,34 @@ def _running_releases(env, host='app1'):
 
 # Scenarios that continue from one another: each class is one environment, its tests run in order on one worker.
 
-class TestAnAwxJobThenAFailedSmokeTest(object):
+class TestAFailedFirstDeploymentThenAnAwxJobThenAFailedSmokeTest(object):
+    def test_a_failed_first_deployment_says_there_is_nothing_to_roll_back_to(self, shared_env):
+        """The first deployment of an environment fails its smoke test. Nothing ran before, so there is nothing to
+        roll back to: the message says so and in what state the host is, and the release that just failed is not
+        smoke-tested again as "the release rolled back to" (which used to report "The rollback failed too")."""
+        env = shared_env
+        failed = env.play('deploy_staging.yml', runbook_version='v0.9.0', sample_app_fault='smoke')
+        assert failed.rc != 0, failed
+        assert 'failed in the backends phase' in failed.output, failed
+        assert 'Nothing to roll back to: this was the first deployment of %s' % env.name in failed.output, failed
+        assert 'The rollback failed too' not in failed.output and 'Rolled back:' not in failed.output, failed
+        assert env.current() == 'v0.9.0'
+        entry = env.history()[-1]
+        assert entry['status'] == 'failed' and entry['previous_version'] == '', entry
+        assert entry['running_version'] == 'v0.9.0', entry
+        assert entry['failure']['phase'] == 'backends' and 'rollback_failed' not in entry['failure'], entry
+        # The app's own explanation, from its PM2 error log, comes with the failed check.
+        assert ("Last lines of %s-app1-api's error log:" % env.name) in entry['failure']['message'], entry['failure']
+        assert 'GET /api/cases failed: relation "cases" does not exist' in entry['failure']['message'], entry['failure']
+        assert not os.path.exists(os.path.join(env.root, 'deploy', env.name, 'deploy.lock'))
+
     def test_the_playbooks_run_under_ansible_runner_with_extra_vars_and_report_the_job(self, shared_env, tmp_path, monkeypatch):
         """As AWX runs a job template: ansible-runner, the extra vars it passes (with the job id and the launching user),
         the deploy_report callback enabled. The report is named after the job and records who launched it."""
         import ansible_runner
 
         env = shared_env
+        _continues_from(env, [('deploy', 'v0.9.0', 'failed')], 'the failed first deployment')
         private = tmp_path / 'runner'
         private.mkdir()
         for key, value in env.env().items():
@@ -449,7 +475,7 @@ class TestAnAwxJobThenAFailedSmokeTest(object):
     def test_failed_smoke_test_rolls_back_automatically_keeps_the_data_and_reports_it(self, shared_env):
         """The AWX job's v1.0.0 runs; v1.1.0 fails its smoke test and is rolled back."""
         env = shared_env
-        _continues_from(env, [('deploy', 'v1.0.0', 'succeeded')], 'the AWX job')
+        _continues_from(env, [('deploy', 'v0.9.0', 'failed'), ('deploy', 'v1.0.0', 'succeeded')], 'the AWX job')
         env.callbacks = CALLBACK
         before = env.snapshot()
 
@@ -465,6 +491,7 @@ class TestAnAwxJobThenAFailedSmokeTest(object):
         entry = env.history()[-1]
         assert entry['status'] == 'rolled_back' and entry['running_version'] == 'v1.0.0', entry
         assert entry['failure']['phase'] == 'backends' and 'cases API' in entry['failure']['message'], entry
+        assert ("Last lines of %s-app1-api's error log:" % env.name) in entry['failure']['message'], entry['failure']
         assert entry['phases']['rollback']['status'] == 'ok'
         assert entry['smoke_passed'] is False
         assert any('roll' in m.get('text', '').lower() for m in messages(env.webhook)), messages(env.webhook)
@@ -488,9 +515,9 @@ class TestAnAwxJobThenAFailedSmokeTest(object):
         check_timeline(record)
         markdown = read(entry['report']['md'])
         assert '| Rollback required | yes: app1:' in markdown and '## Failure' in markdown
-        # The first deploy has its own report; the two never share a file.
-        assert env.history()[0]['report']['json'] != entry['report']['json']
-        assert os.path.isfile(env.history()[0]['report']['json'])
+        # The AWX job's deploy has its own report; the two never share a file.
+        assert env.history()[-2]['report']['json'] != entry['report']['json']
+        assert os.path.isfile(env.history()[-2]['report']['json'])
 
 
 class TestAFailedMigrationThenAnInterruptedOne(object):
@@ -512,6 +539,8 @@ class TestAFailedMigrationThenAnInterruptedOne(object):
         assert env.snapshot() != before
         entry = env.history()[-1]
         assert entry['status'] == 'failed' and entry['failure']['phase'] == 'database', entry
+        # No app changed: what ran before runs (the history used to record an empty running_version).
+        assert entry['running_version'] == 'v1.0.0', entry
         backup = entry['backup']['s3_uri']
         bucket, key = backup[len('s3://'):].split('/', 1)
         assert _s3(env.stack).head_object(Bucket=bucket, Key=key)['ContentLength'] > 0
@@ -575,14 +604,17 @@ class TestALockedDeploymentThenAKilledReload(object):
         assert not os.path.exists(lock)
 
     def test_a_deploy_killed_during_the_reload_is_finished_by_its_re_run(self, shared_env):
-        """SIGTERM right when the PM2 reload starts: current is on the new release, the old code runs, maintenance on,
+        """SIGTERM right after the switch, before the PM2 reload: current is on the new release, the old code runs, maintenance on,
         the sync paused, the lock held. The re-run takes the lock over, reloads, and puts the flags back."""
         env = shared_env
         # The first deployment (the lock test's) created the flags table: maintenance mode is switched from the second on.
         _continues_from(env, [('deploy', 'v1.0.0', 'succeeded')], 'the lock test')
         assert _flags(env) == {'auto_sync': True, 'new_case_view': True}
 
-        rc, output = _play_until(env, 'deploy_staging.yml', 'TASK [runbook.deploy.backend : Start or reload the apps',
+        # Killed two tasks after the switch, before the reload: at the reload's own banner the module may already
+        # have asked PM2 to reload (seen under load), and PM2 finishes a reload by itself.
+        rc, output = _play_until(env, 'deploy_staging.yml',
+                                 'TASK [runbook.deploy.backend : Read the checksum of the shared environment file',
                                  signal.SIGTERM, runbook_version='v1.1.0', runbook_maintenance_mode=True)
         assert rc != 0
         lock = os.path.join(env.root, 'deploy', env.name, 'deploy.lock')

@@ -103,7 +103,7 @@ def test_failed_migration_restores_the_deployment_backup_or_keeps_what_was_commi
     # restore: the backup role's backup (backup_taken) comes back, all 100 rows, and the role still fails.
     rc, seen, out = play(tmp_path, stack, db, project, backup=True, migrate_on_failure='restore')
     assert rc != 0 and seen, out
-    assert seen['task'] == 'The migrations applied', seen
+    assert seen['task'] == 'Check that the migrations applied', seen
     assert PURGE in seen['msg'] and committed in seen['msg'], seen['msg']
     assert "migrate_on_failure=restore: the deployment's backup" in seen['msg'] and 'was restored' in seen['msg']
     assert items(stack, db) == (100, 1)
