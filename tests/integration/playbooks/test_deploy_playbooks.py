@@ -257,8 +257,10 @@ def test_production_gates_then_three_hosts_in_batches_with_one_backup_and_one_mi
     typos = production.play('deploy_production.yml', runbook_version='v2.0.0', backup_s3_buket='typo', smoke_check=[])
     assert typos.rc != 0, typos
     assert 'backup_s3_buket (did you mean backup_s3_bucket?); smoke_check (did you mean smoke_checks?)' in typos.output
-    no_approval = production.play('deploy_production.yml', runbook_version='v2.0.0')
+    # Without the approval and without an off-host backup: both refusals in one message.
+    no_approval = production.play('deploy_production.yml', runbook_version='v2.0.0', backup_s3_bucket='')
     assert no_approval.rc != 0 and 'needs an approval' in no_approval.output, no_approval
+    assert 'needs an off-host backup before its migrations: set backup_s3_bucket' in no_approval.output, no_approval
     approved = dict(runbook_approved_by='Dana', runbook_ticket='CHG-1')
     not_staged = production.play('deploy_production.yml', runbook_version='v2.0.0', **approved)
     assert not_staged.rc != 0 and 'has no successful deployment' in not_staged.output, not_staged
