@@ -104,7 +104,7 @@ def _parts(value):
         if part not in parts:
             problems.append('%s is missing (as %s)' % (part, ' or '.join(PART_NAMES[part])))
     if 'password' in parts and 'user' not in parts:
-        problems.append('a password needs a user (user or login_user)')
+        problems.append('a password needs a user (as %s)' % ' or '.join(PART_NAMES['user']))
     if 'port' in parts:
         port = parts['port']
         try:

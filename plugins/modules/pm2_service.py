@@ -403,10 +403,14 @@ class Pm2Service(object):
         mine = pm2lib.instances_of(procs, name)
         states = ', '.join('%s/%s restarts=%s' % (i.get('pm_id'), i.get('pm2_env', {}).get('status'),
                                                   i.get('pm2_env', {}).get('restart_time')) for i in mine) or 'no instance'
+        return "app '%s' %s (%s). Last lines of its error log:\n%s" % (name, what, states, self.error_log(mine))
+
+    def error_log(self, instances):
+        """The last log_lines lines of the error log of the first of an app's instances (they log the same errors)."""
         log = ''
-        for inst in mine[:1]:
+        for inst in instances[:1]:
             log = pm2lib.tail(inst.get('pm2_env', {}).get('pm_err_log_path'), self.p['log_lines'])
-        return "app '%s' %s (%s). Last lines of its error log:\n%s" % (name, what, states, log or '(empty)')
+        return log or '(empty)'
 
     def wait_ready(self, deadline):
         url = self.p['ready_url']
@@ -423,9 +427,11 @@ class Pm2Service(object):
             if time.time() >= deadline:
                 # The app's own words (a database it cannot reach, a module it cannot load) are in its error log.
                 procs = self.jlist()
-                logs = ''.join("\nLast lines of %s's error log:\n%s" % (
-                    name, pm2lib.tail(inst.get('pm2_env', {}).get('pm_err_log_path'), self.p['log_lines']) or '(empty)')
-                    for name in self.p['name'] for inst in pm2lib.instances_of(procs, name)[:1])
+                logs = ''
+                for name in self.p['name']:
+                    mine = pm2lib.instances_of(procs, name)
+                    if mine:
+                        logs += "\nLast lines of %s's error log:\n%s" % (name, self.error_log(mine))
                 raise pm2lib.Pm2Error(pm2lib.redact('ready_url %s did not answer 2xx within %ds: %s'
                                                     % (url, self.p['timeout'], last), url) + logs)
             time.sleep(0.5)
