@@ -82,6 +82,17 @@ def backup_name(dbname, label, fmt, compress, when, taken=()):
     return name
 
 
+def names_in(dest, existing=()):
+    """Every name a new backup in dest must not take: the entries there, not only dbname's backups (a name
+    written before the hash, e.g. ``c_x.`` holding ``c.x``, is another database's and must not be overwritten),
+    and those of ``existing`` (planned in check mode, not yet on disk)."""
+    try:
+        names = set(os.listdir(dest))
+    except OSError:
+        names = set()
+    return names | set(b['name'] for b in existing)
+
+
 def parse_name(name):
     """Dict with db, label, created (datetime, UTC), seq, format for a backup name, or None."""
     match = NAME_RE.match(name)

@@ -671,7 +671,7 @@ class PgBackup(object):
 
     def planned(self, dbname, label, existing=()):
         name = catalog.backup_name(dbname, label, self.params['format'], self.params['compress'], utcnow(),
-                                   taken=set(b['name'] for b in existing))
+                                   taken=catalog.names_in(self.params['dest'], existing))
         result = dict(path=os.path.join(self.params['dest'], name), name=name, db=dbname, label=label,
                       format=self.params['format'], reused=False, planned=True)
         if self.params['s3_bucket']:
@@ -749,7 +749,7 @@ class PgBackup(object):
         started = time.time()
         created = utcnow()
         name = catalog.backup_name(dbname, label, p['format'], p['compress'], created,
-                                   taken=set(b['name'] for b in existing))
+                                   taken=catalog.names_in(dest, existing))
         final = os.path.join(dest, name)
         partial = catalog.partial_path(dest, name)
         env = dict(self.env, PGDATABASE=dbname)

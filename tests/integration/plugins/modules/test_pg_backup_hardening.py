@@ -3,8 +3,10 @@ PostgreSQL and moto S3 of the local stack."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -276,23 +278,38 @@ def bucket(s3):
 
 def test_old_style_backup_name_is_still_restored_by_its_manifest(backup, quoted_dbs, stack):
     """A backup written before names carried a hash (c_<id>.label... holding c.<id>) is found by its manifest,
-    and never counted as a backup of c_<id>."""
+    never counted as a backup of c_<id>, and never overwritten by one: before, a backup of c_<id> taken in the
+    same second as an old-style one took its name and replaced it (CI saw the restore find nothing)."""
     suffix = uuid.uuid4().hex[:8]
     dotted = quoted_dbs('c.%s' % suffix, rows=7)
     under = quoted_dbs('c_%s' % suffix, rows=9)
     taken = backup(db=dotted, label='old')['backup']
-    legacy = os.path.join(backup.dest, taken['name'].replace(taken['name'].split('.old.')[0], 'c_%s' % suffix, 1))
+    stamp = taken['name'].split('.old.')[1].split('.')[0]
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    # Old-style copies for this second and the next 30: the backup of c_<id> below is taken in one of them.
+    legacies = []
+    for ahead in range(31):
+        when = (now + datetime.timedelta(seconds=ahead)).strftime('%Y%m%dT%H%M%SZ')
+        legacy = os.path.join(backup.dest, 'c_%s.old.%s.dump' % (suffix, when))
+        for ext in ('', '.json'):
+            shutil.copyfile(taken['path'] + ext, legacy + ext)
+        with open(legacy + '.sha256', 'w') as handle:
+            handle.write('%s  %s\n' % (taken['sha256'], os.path.basename(legacy)))
+        legacies.append(legacy)
     for ext in ('', '.sha256', '.json'):
-        os.rename(taken['path'] + ext, legacy + ext)
-    with open(legacy + '.sha256', 'w') as handle:
-        handle.write('%s  %s\n' % (taken['sha256'], os.path.basename(legacy)))
+        os.remove(taken['path'] + ext)
+    assert stamp <= now.strftime('%Y%m%dT%H%M%SZ')
     mine = backup(db=under, label='old', keep=1)
     assert mine.get('changed') is True and mine['removed'] == [], mine
-    assert os.path.exists(legacy)
+    assert mine['backup']['path'] not in legacies, 'the backup of c_%s took an old-style backup of c.%s\'s name' % (
+        suffix, suffix)
+    for legacy in legacies:
+        with open(legacy + '.json') as handle:
+            assert json.load(handle)['db'] == 'c.%s' % suffix, '%s was overwritten' % legacy
     target = quoted_dbs('t.%s' % suffix)
     result = backup(state='restored', db=target, source_db=dotted, label='old')
     assert result.get('changed') is True, result
-    assert result['restore']['source'] == legacy
+    assert result['restore']['source'] == legacies[-1]
     assert user_count(stack, target) == 7
 
 
