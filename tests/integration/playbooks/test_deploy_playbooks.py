@@ -252,11 +252,15 @@ def test_production_gates_then_three_hosts_in_batches_with_one_backup_and_one_mi
     production.root = staging.root
     assert production.play('local_sample_app.yml').rc == 0
 
-    # A misspelt role variable would be ignored silently (here: no off-host backup, no smoke checks): refused first,
-    # every one named at once with the closest known name.
-    typos = production.play('deploy_production.yml', runbook_version='v2.0.0', backup_s3_buket='typo', smoke_check=[])
+    # A misspelt role variable would be ignored silently (here: no off-host backup, no smoke checks), a misspelt
+    # migration tool found after the build and the backup: refused first, every one named at once.
+    typos = production.play('deploy_production.yml', runbook_version='v2.0.0', backup_s3_buket='typo', smoke_check=[],
+                            migrate_tool='prisam')
     assert typos.rc != 0, typos
-    assert 'backup_s3_buket (did you mean backup_s3_bucket?); smoke_check (did you mean smoke_checks?)' in typos.output
+    for expected in ('(1) backup_s3_buket (did you mean backup_s3_bucket?) is named like a role variable',
+                     '(2) smoke_check (did you mean smoke_checks?) is named like a role variable',
+                     '(3) role migrate: value of migrate_tool must be one of: prisma, flyway, got: prisam'):
+        assert expected in typos.output, (expected, typos)
     # Without the approval and without an off-host backup: both refusals in one message.
     no_approval = production.play('deploy_production.yml', runbook_version='v2.0.0', backup_s3_bucket='')
     assert no_approval.rc != 0 and 'needs an approval' in no_approval.output, no_approval

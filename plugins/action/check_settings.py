@@ -1,0 +1,130 @@
+# Copyright: (c) 2026, runbook.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin of runbook.deploy.check_settings (documented in plugins/modules/check_settings.py).
+
+Runs on the controller: the settings live in the inventory, and the point is to judge them all before the first
+task that changes anything, instead of one at a time when each role is finally included.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+from ansible.errors import AnsibleError, AnsibleUndefinedVariable
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.plugins.action import ActionBase
+from ansible.plugins.loader import lookup_loader
+
+ROLES = ('backend', 'backup', 'deployment', 'flags', 'frontend', 'migrate', 'notify', 'preflight', 'rollback', 'smoke',
+         'watch')
+COLLECTION_PREFIX = 'runbook.deploy.'
+# The collection's root, from plugins/action/.
+COLLECTION = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MASK = '********'
+
+
+def role_options(loader, role):
+    """The options of every entry point of a role, merged, without 'required' (the playbooks pass those) and
+    without 'default' (only the values the host sets are judged; the defaults may be templates)."""
+    specs = loader.load_from_file(os.path.join(COLLECTION, 'roles', role, 'meta', 'argument_specs.yml'))
+    options = {}
+    for entry_point in (specs.get('argument_specs') or {}).values():
+        for name, spec in (entry_point.get('options') or {}).items():
+            spec = copy.deepcopy(dict(spec))
+            spec.pop('required', None)
+            spec.pop('default', None)
+            options.setdefault(name, spec)
+    return options
+
+
+def role_defaults(loader, role):
+    path = os.path.join(COLLECTION, 'roles', role, 'defaults', 'main.yml')
+    if not os.path.exists(path):
+        return {}
+    return loader.load_from_file(path, trusted_as_template=True) or {}
+
+
+def first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def masked(text, secrets):
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(('roles', 'allow'))
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        dummy, args = self.validate_argument_spec(argument_spec=dict(
+            roles=dict(type='list', elements='str', default=list(ROLES)),
+            allow=dict(type='list', elements='str', default=[]),
+        ))
+        roles = []
+        for role in args['roles']:
+            short = role[len(COLLECTION_PREFIX):] if role.startswith(COLLECTION_PREFIX) else role
+            if short not in ROLES:
+                raise AnsibleError("check_settings: '%s' is not one of this collection's roles (%s)"
+                                   % (role, ', '.join(ROLES)))
+            roles.append(short)
+
+        problems = []
+        unknown = lookup_loader.get('runbook.deploy.unknown_variables', loader=self._loader, templar=self._templar)
+        for name in unknown.run([list(task_vars)], variables=task_vars, allow=args['allow']):
+            problems.append('%s is named like a role variable, but no role or playbook reads it, so its value would '
+                            'be ignored' % name)
+
+        # Templates in the inventory may name any role's defaults (migrate_project_path naming backend_deploy_to):
+        # they are visible underneath the host's own variables, as they will be when that role runs.
+        defaults = {}
+        options_of = {}
+        for role in ROLES:
+            defaults.update(role_defaults(self._loader, role))
+        for role in roles:
+            options_of[role] = role_options(self._loader, role)
+        variables = dict(defaults)
+        variables.update(task_vars)
+        templar = self._templar.copy_with_new_env(available_variables=variables)
+
+        secrets = set()
+        checked = {}
+        for role in roles:
+            options = options_of[role]
+            provided = {}
+            for name in sorted(options):
+                if name not in task_vars:
+                    continue
+                try:
+                    provided[name] = templar.template(task_vars[name])
+                except AnsibleUndefinedVariable as error:
+                    # The message names the undefined variable, never the value.
+                    problems.append('%s (role %s) cannot be evaluated: %s' % (name, role, first_line(error)))
+                except Exception as error:  # pylint: disable=broad-except
+                    # Any failure to evaluate is the inventory's problem to fix, said with the variable's name; the
+                    # message of a secret's could quote the template, so it is left out.
+                    detail = ': %s' % first_line(error) if not options[name].get('no_log') else ''
+                    problems.append('%s (role %s) cannot be evaluated%s' % (name, role, detail))
+            validated = ArgumentSpecValidator(options).validate(provided)
+            secrets.update(str(value) for value in validated._no_log_values)
+            for error in validated.errors:
+                problems.append('role %s: %s' % (role, first_line(error)))
+            checked[role] = sorted(provided)
+
+        problems = [masked(problem, secrets) for problem in problems]
+        result.update(changed=False, problems=problems, checked=checked)
+        if problems:
+            result['failed'] = True
+            result['msg'] = (
+                '%d problem(s) in the settings of %s, found before anything changed: %s. Correct them (list variables '
+                'of your own named like a role variable in deployment_extra_variables) and run again; nothing was '
+                'changed.' % (len(problems), task_vars.get('inventory_hostname', 'this host'),
+                              '; '.join('(%d) %s' % (number, problem) for number, problem in enumerate(problems, 1))))
+        return result

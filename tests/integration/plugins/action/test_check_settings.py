@@ -1,0 +1,76 @@
+"""runbook.deploy.check_settings through the deployment role's Check entry point (tasks_from=variables), as the
+playbooks run it: every problem of an inventory found in one run before anything changes, each with the
+variable's name; secrets never quoted; settings of roles the run does not use left alone.
+
+Before: a misspelt migrate_tool was found when the migrations were due (after the build and the backup), a
+smoke_wait_timeout of the wrong type when the smoke tests ran (after the switch), and an undefined vault variable
+when the role that reads it ran; only misspelt names were refused in the Check phase."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import yaml
+
+from helpers import REPO
+
+SECRET = 'S3cr3t-p4ss-9f2c'
+PLAYBOOK = [{'name': 'Check', 'hosts': 'app_servers', 'gather_facts': False, 'tasks': [
+    {'name': 'Check the settings', 'ansible.builtin.include_role': {
+        'name': 'runbook.deploy.deployment', 'tasks_from': 'variables'}},
+    {'name': 'Show that the run went on', 'ansible.builtin.debug': {'msg': 'CHECK PASSED'}},
+]}]
+GOOD = {
+    'ansible_connection': 'local',
+    'ansible_python_interpreter': os.path.join(REPO, '.venv', 'bin', 'python'),
+    'runbook_version': 'v1.0.0',
+    'migrate_tool': 'flyway',
+    'smoke_wait_timeout': 30,
+    'smoke_checks': [{'name': 'health', 'path': '/health'}],
+    'backend_env': {'DATABASE_URL': 'postgresql://app:%s@127.0.0.1/app' % SECRET},
+    'migrate_db_login_password': '{{ vault_db_password }}',
+    'vault_db_password': SECRET,
+    # The watch is off: its settings are not the run's, and a bad one is not reported.
+    'runbook_watch': False,
+    'watch_duration': 'half an hour',
+}
+
+
+def check(tmp_path, host_vars):
+    inventory = tmp_path / 'hosts.yml'
+    inventory.write_text(yaml.safe_dump({'app_servers': {'hosts': {'app1': host_vars}}}))
+    playbook = tmp_path / 'check.yml'
+    playbook.write_text(yaml.safe_dump(PLAYBOOK, sort_keys=False))
+    return subprocess.run([os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', str(inventory),
+                           str(playbook)], capture_output=True, text=True, check=False, timeout=180)
+
+
+def test_a_valid_inventory_passes_and_unused_roles_are_not_judged(tmp_path):
+    run = check(tmp_path, GOOD)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert 'CHECK PASSED' in run.stdout
+    assert SECRET not in run.stdout + run.stderr
+
+
+def test_every_problem_is_listed_at_once_with_its_name_and_no_secret(tmp_path):
+    broken = dict(GOOD, backup_s3_buket='offsite', migrate_tool='prisam', smoke_wait_timeout='soon',
+                  smoke_checks={'name': 'health'},
+                  backend_env=['DATABASE_URL=postgresql://app:%s@127.0.0.1/app' % SECRET],
+                  migrate_db_login_password='{{ vault_db_pasword }}')
+    run = check(tmp_path, broken)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-4000:]
+    assert 'CHECK PASSED' not in run.stdout
+    assert '6 problem(s) in the settings of app1, found before anything changed' in output, output[-4000:]
+    for expected in (
+            'backup_s3_buket (did you mean backup_s3_bucket?) is named like a role variable',
+            'role migrate: value of migrate_tool must be one of: prisma, flyway, got: prisam',
+            "role smoke: argument 'smoke_wait_timeout' is of type str and we were unable to convert to float",
+            "role smoke: argument 'smoke_checks' is of type dict and we were unable to convert to list",
+            "role backend: argument 'backend_env' is of type list and we were unable to convert to dict",
+            "migrate_db_login_password (role migrate) cannot be evaluated: 'vault_db_pasword' is undefined"):
+        assert expected in output, (expected, output[-4000:])
+    assert 'watch_duration' not in output
+    assert SECRET not in output, 'a secret was quoted in the report'
+    assert 'nothing was changed' in output
