@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import os
 
+import yaml
+
 from ansible.errors import AnsibleError, AnsibleUndefinedVariable
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
@@ -22,6 +24,23 @@ COLLECTION_PREFIX = 'runbook.deploy.'
 # The collection's root, from plugins/action/.
 COLLECTION = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MASK = '********'
+# The settings a release may carry in its own file (deploy/runbook.yml): those that belong to a version, not to an
+# environment (what to check after the migrations and after the switch, which flags the version rolls out).
+RELEASE_SETTINGS = {
+    'smoke_checks': 'smoke',
+    'migrate_verify_tables': 'migrate',
+    'migrate_verify_columns': 'migrate',
+    'migrate_verify_indexes': 'migrate',
+    'migrate_verify_queries': 'migrate',
+    'runbook_flag_rollouts': 'deploy playbook',
+}
+# runbook_flag_rollouts is read by playbooks/deploy.yml, not by a role: its spec is here.
+PLAYBOOK_OPTIONS = {
+    'runbook_flag_rollouts': dict(type='list', elements='dict', options=dict(
+        name=dict(type='str', required=True),
+        steps=dict(type='list', elements='int'),
+    )),
+}
 
 
 def role_options(loader, role):
@@ -58,7 +77,7 @@ def masked(text, secrets):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(('roles', 'allow'))
+    _VALID_ARGS = frozenset(('roles', 'allow', 'release_settings', 'release_settings_path'))
     _requires_connection = False
 
     def run(self, tmp=None, task_vars=None):
@@ -67,7 +86,11 @@ class ActionModule(ActionBase):
         dummy, args = self.validate_argument_spec(argument_spec=dict(
             roles=dict(type='list', elements='str', default=list(ROLES)),
             allow=dict(type='list', elements='str', default=[]),
+            release_settings=dict(type='str'),
+            release_settings_path=dict(type='str', default='the release settings file'),
         ))
+        if args['release_settings'] is not None:
+            return self.check_release_settings(result, args['release_settings'], args['release_settings_path'])
         roles = []
         for role in args['roles']:
             short = role[len(COLLECTION_PREFIX):] if role.startswith(COLLECTION_PREFIX) else role
@@ -127,4 +150,39 @@ class ActionModule(ActionBase):
                 'of your own named like a role variable in deployment_extra_variables) and run again; nothing was '
                 'changed.' % (len(problems), task_vars.get('inventory_hostname', 'this host'),
                               '; '.join('(%d) %s' % (number, problem) for number, problem in enumerate(problems, 1))))
+        return result
+
+    def check_release_settings(self, result, text, path):
+        """Parse a release's settings file and judge it: a mapping, only RELEASE_SETTINGS, each valid for its role."""
+        problems = []
+        try:
+            settings = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            settings = None
+            problems.append('it is not valid YAML: %s' % ' '.join(str(error).split()))
+        if settings is None and not problems:
+            settings = {}
+        if not problems and not isinstance(settings, dict):
+            problems.append('it must be a mapping of settings, not a %s' % type(settings).__name__)
+        if not problems:
+            # A setting written without a value ('smoke_checks:') is not set: the inventory's applies.
+            settings = dict((name, value) for name, value in settings.items() if value is not None)
+        if not problems:
+            for name in sorted(settings):
+                if name not in RELEASE_SETTINGS:
+                    problems.append('%s cannot be set by a release (it may set %s; environment settings belong in the '
+                                    'inventory)' % (name, ', '.join(sorted(RELEASE_SETTINGS))))
+            options = dict(PLAYBOOK_OPTIONS)
+            for role in sorted(set(RELEASE_SETTINGS.values()) - {'deploy playbook'}):
+                options.update((name, spec) for name, spec in role_options(self._loader, role).items()
+                               if name in RELEASE_SETTINGS)
+            validated = ArgumentSpecValidator(options).validate(
+                dict((name, value) for name, value in settings.items() if name in RELEASE_SETTINGS))
+            problems.extend(first_line(error) for error in validated.errors)
+        result.update(changed=False, problems=problems, release_settings=settings if not problems else {})
+        if problems:
+            result['failed'] = True
+            result['msg'] = '%s: %d problem(s): %s. Correct the file in the release; no app and no database was changed.' % (
+                path, len(problems), '; '.join('(%d) %s' % (number, problem)
+                                               for number, problem in enumerate(problems, 1)))
         return result

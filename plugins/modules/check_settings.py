@@ -36,6 +36,20 @@ options:
     type: list
     elements: str
     default: []
+  release_settings:
+    description:
+      - The text of a release's own settings file (C(deploy/runbook.yml) in the release, read by the backend role's
+        C(tasks_from=release_settings)). When set, only this file is judged, not the host's variables.
+      - It must be a YAML mapping of settings that belong to a version rather than to an environment, each valid
+        for its role - C(smoke_checks), C(migrate_verify_tables), C(migrate_verify_columns),
+        C(migrate_verify_indexes), C(migrate_verify_queries) and C(runbook_flag_rollouts) (a list of
+        C({name, steps})).
+      - Values are data, never templates (the file comes from the app's repository).
+    type: str
+  release_settings_path:
+    description: Where the release settings came from, for messages.
+    type: str
+    default: the release settings file
 attributes:
   check_mode:
     support: full
@@ -68,9 +82,14 @@ problems:
   type: list
   elements: str
   sample: ["migrate_tool (role migrate): value of migrate_tool must be one of: prisma, flyway, got: prisam"]
+release_settings:
+  description: The release's settings, parsed and judged (C({}) when there is a problem).
+  returned: when O(release_settings) is set
+  type: dict
+  sample: {smoke_checks: [{name: health, path: /health}]}
 checked:
   description: For each role checked, the names of the settings that were evaluated and validated.
-  returned: always
+  returned: when O(release_settings) is not set
   type: dict
   sample: {migrate: [migrate_tool, migrate_project_path]}
 """
