@@ -22,10 +22,15 @@ DOCUMENTATION = r"""
     _input:
       description:
         - The parts. C(host) (or C(login_host)) and C(dbname) (or C(login_db), C(db), C(database)) are required.
+        - An C(options) key holds query options, as O(options) does (O(options) is applied after it).
+        - A C(postgresql://) URL is accepted too (such as C(runbook_database) given as a URL) and is rebuilt with
+          every part encoded.
+        - An empty string (or null) gives an empty string, so that C(runbook_database | default('')) can be the
+          default of a role's URL.
         - C(host) may be a name, an IPv4 or IPv6 address (bracketed in the URL), or a Unix socket directory
           (a path starting with C(/)), which goes into the C(host) query option as libpq reads it.
         - C(port) is a number from 1 to 65535. C(password) needs C(user).
-      type: dict
+      type: raw
       required: true
     scheme:
       description: The URL scheme. Both are accepted by Prisma, node-postgres and libpq.
@@ -61,7 +66,7 @@ RETURN = r"""
 
 import difflib
 from collections.abc import Mapping
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ansible.errors import AnsibleFilterError
 
@@ -82,13 +87,17 @@ def _text(value):
     return str(value)
 
 
-def _parts(value):
+def _parts(value, required=('host', 'dbname'), filter_name='pg_url'):
+    if isinstance(value, str):
+        value = _parse_url(value, filter_name)
     if not isinstance(value, Mapping):
-        raise AnsibleFilterError('pg_url expects a dictionary of connection parts (host, port, user, password, '
-                                 'dbname), not a %s' % type(value).__name__)
+        raise AnsibleFilterError('%s expects a dictionary of connection parts (host, port, user, password, '
+                                 'dbname) or a postgresql:// URL, not a %s' % (filter_name, type(value).__name__))
     parts = {}
     problems = []
     for name in value:
+        if name == 'options':
+            continue
         part = NAME_TO_PART.get(name)
         if part is None:
             close = difflib.get_close_matches(str(name), list(NAME_TO_PART), n=1)
@@ -100,7 +109,7 @@ def _parts(value):
             problems.append('%s is given twice (%s)' % (part, ' and '.join(n for n in PART_NAMES[part] if n in value)))
             continue
         parts[part] = value[name]
-    for part in ('host', 'dbname'):
+    for part in required:
         if part not in parts:
             problems.append('%s is missing (as %s)' % (part, ' or '.join(PART_NAMES[part])))
     if 'password' in parts and 'user' not in parts:
@@ -116,8 +125,33 @@ def _parts(value):
         else:
             parts['port'] = number
     if problems:
-        raise AnsibleFilterError('pg_url: %s. The parts are: %s.' % (
-            '; '.join(problems), ', '.join('/'.join(names) for names in PART_NAMES.values())))
+        raise AnsibleFilterError('%s: %s. The parts are: %s (and options).' % (
+            filter_name, '; '.join(problems), ', '.join('/'.join(names) for names in PART_NAMES.values())))
+    if value.get('options'):
+        if not isinstance(value['options'], Mapping):
+            raise AnsibleFilterError('%s: options must be a dictionary of query options' % filter_name)
+        parts['options'] = dict(value['options'])
+    return parts
+
+
+def _parse_url(url, filter_name):
+    """The parts of a postgresql:// URL, percent-decoded; the error never quotes the URL (it holds a password)."""
+    try:
+        split = urlsplit(url)
+        port = split.port
+    except ValueError as error:
+        raise AnsibleFilterError('%s: the connection URL cannot be parsed (%s)' % (filter_name, error.__class__.__name__))
+    if split.scheme not in ('postgresql', 'postgres'):
+        raise AnsibleFilterError('%s: a connection URL starts with postgresql:// or postgres://' % filter_name)
+    query = dict(parse_qsl(split.query, keep_blank_values=True))
+    parts = {}
+    host = query.pop('host', None) or split.hostname
+    for part, item in (('host', host), ('port', port), ('user', split.username), ('password', split.password),
+                       ('dbname', split.path.lstrip('/'))):
+        if item not in (None, ''):
+            parts[part] = unquote(item) if isinstance(item, str) and part != 'host' else item
+    if query:
+        parts['options'] = query
     return parts
 
 
@@ -130,7 +164,11 @@ def pg_url(value, scheme='postgresql', options=None):
     if not isinstance(options, Mapping):
         raise AnsibleFilterError('pg_url: options must be a dictionary of query options, not a %s'
                                  % type(options).__name__)
+    if value is None or value == '':
+        # No connection given (runbook_database | default('')): no URL, so that a role's default stays empty.
+        return ''
     parts = _parts(value)
+    options = dict(parts.pop('options', {}), **options)
     query = []
     host = _text(parts['host'])
     if host.startswith('/'):
@@ -154,6 +192,14 @@ def pg_url(value, scheme='postgresql', options=None):
     return url
 
 
+def pg_parts(value):
+    """The connection parts of a dictionary (any of the accepted names) or a postgresql:// URL, under their plain
+    names (host, port, user, password, dbname, options); none is required."""
+    if value is None or value == '':
+        return {}
+    return _parts(value, required=(), filter_name='pg_parts')
+
+
 class FilterModule(object):
     def filters(self):
-        return {'pg_url': pg_url}
+        return {'pg_url': pg_url, 'pg_parts': pg_parts}
