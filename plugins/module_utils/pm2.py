@@ -196,6 +196,23 @@ def tail(path, lines=20):
     return '\n'.join(data.splitlines()[-lines:])
 
 
+# A line PM2 itself wrote to its daemon log (PM2_HOME/pm2.log): "2026-12-06T17:02:20: PM2 log: App [api:0] online".
+_PM2_OWN_LINE = re.compile(r'^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?: PM2 ')
+
+
+def early_output(pm2_home, lines=20):
+    """What processes wrote before PM2 took their output over, from PM2's daemon log.
+
+    Node refuses an option or a file before any of the app's code runs (`node: .env: not found` for
+    `--env-file=.env` relative to the daemon's directory in cluster mode, `bad option`): that goes to the daemon's
+    own log, interleaved with PM2's lines, and the app's error log stays empty. The lines that are not PM2's own,
+    each once (a crash loop repeats them), the newest last."""
+    text = tail(os.path.join(pm2_home, 'pm2.log'), 2000)
+    raw = [line.rstrip() for line in text.splitlines() if line.strip() and not _PM2_OWN_LINE.match(line)]
+    newest_first = list(dict.fromkeys(reversed(raw)))
+    return '\n'.join(reversed(newest_first[:lines]))
+
+
 class StabilityWatch(object):
     """Decide from successive process lists whether an app is up and has stopped restarting.
 

@@ -127,7 +127,18 @@ options:
         upload the reused backup.
       - With O(s3_bucket), the reused backup is uploaded again unless S3 holds it with the same recorded sha256
         (metadata, tag or sidecar).
+      - Age alone cannot tell a re-run from the next deployment, which may follow within minutes after migrations
+        and writes; give O(reuse_key) so that only a backup taken for the same purpose is reused.
     type: str
+  reuse_key:
+    description:
+      - What the backup is for, such as the version being deployed. It is recorded in the manifest, and with
+        O(max_age) only a backup recorded with the same key is reused, so that a re-run of one deployment reuses
+        its backup while the next deployment takes its own (reusing the previous deployment's would restore a
+        database from before that deployment's migrations and writes).
+      - Unset, any backup of the label young enough is reused.
+    type: str
+    version_added: 1.1.0
   pg_bin_dir:
     description:
       - Directory with C(pg_dump), C(pg_restore) and C(psql).
@@ -688,6 +699,8 @@ class PgBackup(object):
                 continue
             if manifest.get('format') != self.params['format']:
                 continue
+            if self.params['reuse_key'] is not None and manifest.get('reuse_key') != self.params['reuse_key']:
+                continue  # taken for another purpose (another deployment): never this run's backup
             age = (now - info['created']).total_seconds()
             if 0 <= age <= self.max_age:
                 return info
@@ -806,7 +819,7 @@ class PgBackup(object):
                 created=created.isoformat(), size=size, sha256=sha256, checksum_file=final + '.sha256',
                 verification=verification, server_version='%d.%d' % self.server_version,
                 pg_dump_version=self.tools.dump_major, dump_duration=round(dump_duration, 3), reused=False,
-                timings=timings)
+                timings=timings, reuse_key=p['reuse_key'])
             self.publish(partial, final, checksum_text, manifest)
         except Exception:
             if uploader:
@@ -1492,6 +1505,7 @@ def main():
         verify=dict(type='str', default='list', choices=['none', 'list', 'restore']),
         keep=dict(type='int', default=0),
         max_age=dict(type='str'),
+        reuse_key=dict(type='str', no_log=False),
         pg_bin_dir=dict(type='path'),
         src=dict(type='str'),
         source_db=dict(type='str'),

@@ -410,7 +410,15 @@ class Pm2Service(object):
         log = ''
         for inst in instances[:1]:
             log = pm2lib.tail(inst.get('pm2_env', {}).get('pm_err_log_path'), self.p['log_lines'])
-        return log or '(empty)'
+        if log.strip():
+            return log
+        # Nothing there: a process Node refused to start (a bad node_args, an --env-file it cannot find) said why
+        # before PM2 took its output, in PM2's own log.
+        early = pm2lib.early_output(self.pm2_home, self.p['log_lines'])
+        if early:
+            return "(empty); what processes wrote before PM2 took their output (%s):\n%s" % (
+                os.path.join(self.pm2_home, 'pm2.log'), early)
+        return '(empty)'
 
     def wait_ready(self, deadline):
         url = self.p['ready_url']

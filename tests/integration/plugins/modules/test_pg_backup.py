@@ -127,6 +127,25 @@ def test_max_age_ignores_old_and_other_labels(backup, make_db):
     assert stale['changed'] is True and stale['backup']['path'] != first['backup']['path']
 
 
+def test_reuse_key_reuses_only_the_same_deployments_backup(backup, make_db, stack):
+    """The next version's deployment minutes later must not reuse the previous one's backup: that one is from before
+    the previous deployment's migrations and writes (a restore rollback would lose them). Age alone reused it."""
+    db = make_db()
+    first = backup(db=db, label='pre_migration', max_age='30m', reuse_key='v1')
+    assert first['changed'] is True and first['backup']['reuse_key'] == 'v1'
+    rerun = backup(db=db, label='pre_migration', max_age='30m', reuse_key='v1')
+    assert rerun['changed'] is False and rerun['backup']['reused'] is True
+    assert rerun['backup']['path'] == first['backup']['path']
+    sql(stack, db, 'CREATE TABLE written_by_v1 (id int)')  # v1's migrations ran
+    time.sleep(1.1)  # a new name (names carry the second)
+    second = backup(db=db, label='pre_migration', max_age='30m', reuse_key='v2')
+    assert second['changed'] is True and second['backup']['reused'] is False, second
+    assert second['backup']['path'] != first['backup']['path']
+    # A re-run of v2 reuses v2's, not v1's, although v1's is young enough too.
+    assert backup(db=db, label='pre_migration', max_age='30m', reuse_key='v2')['backup']['path'] == \
+        second['backup']['path']
+
+
 @pytest.mark.parametrize('fmt,extra,suffix', [
     ('plain', {}, '.sql'),
     ('plain', {'compress': 6}, '.sql.gz'),

@@ -27,6 +27,9 @@ ECOSYSTEM = """module.exports = {
     {name: 'solo', script: './server.js', env: {PORT: %(solo_port)d, APP_VERSION: 'solo'}},
     {name: 'worker', script: './worker.js'},
     {name: 'crasher', script: './crash.js', min_uptime: 1000, max_restarts: 50, restart_delay: 100},
+    // Node itself refuses to start it: a relative --env-file is read from the daemon's directory in cluster mode.
+    {name: 'no-env-file', script: './server.js', exec_mode: 'cluster', instances: 1, node_args: ['--env-file=.env.missing'],
+     min_uptime: 1000, max_restarts: 5, restart_delay: 100},
   ],
 };
 """
@@ -154,6 +157,13 @@ def test_crash_loop_fails_with_the_error_log(pm2, app_dir):
     result = pm2(name=['crasher'], timeout=20)
     assert_clear_failure(result, "app 'crasher'", 'DATABASE_URL is not set')
     assert 'crash-looping' in result['msg'] or 'did not stay online' in result['msg']
+
+
+def test_an_app_node_refuses_to_start_is_explained_from_pm2s_own_log(pm2, app_dir):
+    """Node's own refusal goes to PM2's daemon log, not the app's error log (which stays empty)."""
+    result = pm2(name=['no-env-file'], timeout=20)
+    assert_clear_failure(result, "app 'no-env-file'", "Last lines of its error log:\n(empty); what processes wrote "
+                         "before PM2 took their output", '.env.missing: not found')
 
 
 def test_env_switch_on_reload(pm2, app_dir):

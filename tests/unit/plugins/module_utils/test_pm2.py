@@ -108,3 +108,18 @@ def test_daemon_secret_names_reads_names_only(tmp_path):
         child.kill()
         child.wait()
     assert pm2.daemon_secret_names(str(tmp_path / 'nowhere')) == (None, [])
+
+
+def test_early_output_is_what_node_said_before_pm2_took_its_output(tmp_path):
+    """Node refusing --env-file=.env (relative to the daemon's directory in cluster mode) writes to PM2's own log; the
+    app's error log stays empty. Seen deploying tests/fixtures/notes_app: the failure said only '(empty)'."""
+    (tmp_path / 'pm2.log').write_text(
+        '2026-12-06T17:02:20: PM2 log: App [notes-api:0] starting in -cluster mode-\n'
+        '/usr/bin/node: .env: not found\n'
+        '2026-12-06T17:02:20: PM2 log: App [notes-api:0] exited with code [9] via signal [SIGINT]\n'
+        '/usr/bin/node: .env: not found\n'
+        '2026-12-06T17:02:21.123+00:00: PM2 error: Script had too many unstable restarts (16). Stopped.\n'
+        'node: bad option: --inspekt\n')
+    assert pm2.early_output(str(tmp_path)) == '/usr/bin/node: .env: not found\nnode: bad option: --inspekt'
+    assert pm2.early_output(str(tmp_path), lines=1) == 'node: bad option: --inspekt'
+    assert pm2.early_output(str(tmp_path / 'no-such-home')) == ''
