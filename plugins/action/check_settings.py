@@ -41,6 +41,14 @@ PLAYBOOK_OPTIONS = {
         steps=dict(type='list', elements='int'),
     )),
 }
+# The settings every role shares, read by the roles' defaults: a misspelt key inside them would be ignored.
+SHARED_OPTIONS = dict(PLAYBOOK_OPTIONS, **{
+    'runbook_database': dict(type='raw', no_log=True),
+    'runbook_aws': dict(type='dict', options=dict(
+        endpoint_url=dict(type='str'), region=dict(type='str'), profile=dict(type='str'), access_key=dict(type='str'),
+        secret_key=dict(type='str', no_log=True), session_token=dict(type='str', no_log=True),
+    )),
+})
 
 
 def role_options(loader, role):
@@ -140,6 +148,19 @@ class ActionModule(ActionBase):
             for error in validated.errors:
                 problems.append('role %s: %s' % (role, first_line(error)))
             checked[role] = sorted(provided)
+
+        provided = {}
+        for name in sorted(SHARED_OPTIONS):
+            if name in task_vars:
+                try:
+                    provided[name] = templar.template(task_vars[name])
+                except Exception as error:  # pylint: disable=broad-except
+                    detail = ': %s' % first_line(error) if not SHARED_OPTIONS[name].get('no_log') else ''
+                    problems.append('%s (shared by the roles) cannot be evaluated%s' % (name, detail))
+        validated = ArgumentSpecValidator(SHARED_OPTIONS).validate(provided)
+        secrets.update(str(value) for value in validated._no_log_values)
+        problems.extend('shared settings: %s' % first_line(error) for error in validated.errors)
+        checked['shared'] = sorted(provided)
 
         problems = [masked(problem, secrets) for problem in problems]
         result.update(changed=False, problems=problems, checked=checked)

@@ -234,9 +234,8 @@ def history_bucket(stack):
     """A private S3 bucket for the history mirror and the reports beside it."""
     bucket = 'deploy-report-' + uuid.uuid4().hex[:8]
     _s3(stack).create_bucket(Bucket=bucket)
-    yield {'deployment_history_s3_bucket': bucket, 'deployment_history_s3_prefix': 'runbook/history',
-           'deployment_history_s3_endpoint_url': stack['RUNBOOK_S3_ENDPOINT_URL'],
-           'deployment_history_s3_region': 'us-east-1'}
+    # The endpoint and region are the local inventory's runbook_aws (the history's S3 defaults to them).
+    yield {'deployment_history_s3_bucket': bucket, 'deployment_history_s3_prefix': 'runbook/history'}
     _drop_bucket(stack, bucket)
 
 

@@ -57,19 +57,22 @@ def test_every_problem_is_listed_at_once_with_its_name_and_no_secret(tmp_path):
     broken = dict(GOOD, backup_s3_buket='offsite', migrate_tool='prisam', smoke_wait_timeout='soon',
                   smoke_checks={'name': 'health'},
                   backend_env=['DATABASE_URL=postgresql://app:%s@127.0.0.1/app' % SECRET],
-                  migrate_db_login_password='{{ vault_db_pasword }}')
+                  migrate_db_login_password='{{ vault_db_pasword }}',
+                  # A misspelt key in the AWS settings every role shares would be ignored (S3 on AWS, not the store).
+                  runbook_aws={'endpoint': 'http://127.0.0.1:9000', 'region': 'us-east-1', 'secret_key': SECRET})
     run = check(tmp_path, broken)
     output = run.stdout + run.stderr
     assert run.returncode != 0, output[-4000:]
     assert 'CHECK PASSED' not in run.stdout
-    assert '6 problem(s) in the settings of app1, found before anything changed' in output, output[-4000:]
+    assert '7 problem(s) in the settings of app1, found before anything changed' in output, output[-4000:]
     for expected in (
             'backup_s3_buket (did you mean backup_s3_bucket?) is named like a role variable',
             'role migrate: value of migrate_tool must be one of: prisma, flyway, got: prisam',
             "role smoke: argument 'smoke_wait_timeout' is of type str and we were unable to convert to float",
             "role smoke: argument 'smoke_checks' is of type dict and we were unable to convert to list",
             "role backend: argument 'backend_env' is of type list and we were unable to convert to dict",
-            "migrate_db_login_password (role migrate) cannot be evaluated: 'vault_db_pasword' is undefined"):
+            "migrate_db_login_password (role migrate) cannot be evaluated: 'vault_db_pasword' is undefined",
+            'shared settings: runbook_aws.endpoint. Supported parameters include'):
         assert expected in output, (expected, output[-4000:])
     assert 'watch_duration' not in output
     assert SECRET not in output, 'a secret was quoted in the report'
