@@ -32,4 +32,3 @@ def test_every_role_defaults_to_runbook_aws_and_keeps_its_own_override():
         assert set(_render(role).values()) == {''}, '%s: without runbook_aws, boto3 decides as before' % role
     own = _render('backup', runbook_aws=aws, backup_s3_region='us-east-2')
     assert own == {'backup_s3_endpoint_url': 'http://127.0.0.1:5000', 'backup_s3_region': 'us-east-2'}
-
