@@ -66,7 +66,7 @@ RETURN = r"""
 
 import difflib
 from collections.abc import Mapping
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from ansible.errors import AnsibleFilterError
 
@@ -135,7 +135,9 @@ def _parts(value, required=('host', 'dbname'), filter_name='pg_url'):
 
 
 def _parse_url(url, filter_name):
-    """The parts of a postgresql:// URL, percent-decoded; the error never quotes the URL (it holds a password)."""
+    """The parts of a postgresql:// URL, percent-decoded as libpq decodes them ('+' stays a plus); host, port, user,
+    password and dbname may also be given as query options (libpq reads them there too). The error never quotes the
+    URL (it holds a password)."""
     try:
         split = urlsplit(url)
         port = split.port
@@ -143,13 +145,20 @@ def _parse_url(url, filter_name):
         raise AnsibleFilterError('%s: the connection URL cannot be parsed (%s)' % (filter_name, error.__class__.__name__))
     if split.scheme not in ('postgresql', 'postgres'):
         raise AnsibleFilterError('%s: a connection URL starts with postgresql:// or postgres://' % filter_name)
-    query = dict(parse_qsl(split.query, keep_blank_values=True))
+    query = {}
+    for item in split.query.split('&'):
+        if item:
+            key, dummy, value = item.partition('=')
+            query[unquote(key)] = unquote(value)
     parts = {}
-    host = query.pop('host', None) or split.hostname
-    for part, item in (('host', host), ('port', port), ('user', split.username), ('password', split.password),
-                       ('dbname', split.path.lstrip('/'))):
+    for part, item in (('host', split.hostname), ('port', port), ('user', split.username),
+                       ('password', split.password), ('dbname', split.path.lstrip('/'))):
         if item not in (None, ''):
-            parts[part] = unquote(item) if isinstance(item, str) and part != 'host' else item
+            parts[part] = unquote(item) if isinstance(item, str) else item
+    for part in ('host', 'port', 'user', 'password', 'dbname'):
+        if query.get(part, '') != '':
+            parts[part] = query.pop(part)
+        query.pop(part, None)
     if query:
         parts['options'] = query
     return parts

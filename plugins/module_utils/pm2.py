@@ -200,14 +200,33 @@ def tail(path, lines=20):
 _PM2_OWN_LINE = re.compile(r'^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?: PM2 ')
 
 
-def early_output(pm2_home, lines=20):
-    """What processes wrote before PM2 took their output over, from PM2's daemon log.
+def log_size(pm2_home):
+    """The size of PM2's daemon log now (0 when there is none yet): where this run's part of it will begin."""
+    try:
+        return os.path.getsize(os.path.join(pm2_home, 'pm2.log'))
+    except OSError:
+        return 0
+
+
+def early_output(pm2_home, lines=20, since=0):
+    """What processes wrote before PM2 took their output over, from PM2's daemon log, after offset since (the log's
+    size when this run began: an old, fixed crash or another app's earlier output is not this one's).
 
     Node refuses an option or a file before any of the app's code runs (`node: .env: not found` for
     `--env-file=.env` relative to the daemon's directory in cluster mode, `bad option`): that goes to the daemon's
     own log, interleaved with PM2's lines, and the app's error log stays empty. The lines that are not PM2's own,
     each once (a crash loop repeats them), the newest last."""
-    text = tail(os.path.join(pm2_home, 'pm2.log'), 2000)
+    path = os.path.join(pm2_home, 'pm2.log')
+    try:
+        with open(path, 'rb') as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            # Only this run's part (a rotated log, smaller now, is read whole), and at most its last 256 KiB.
+            start = since if 0 < since <= size else 0
+            handle.seek(max(start, size - 256 * 1024))
+            text = handle.read().decode('utf-8', 'replace')
+    except OSError:
+        return ''
     raw = [line.rstrip() for line in text.splitlines() if line.strip() and not _PM2_OWN_LINE.match(line)]
     newest_first = list(dict.fromkeys(reversed(raw)))
     return '\n'.join(reversed(newest_first[:lines]))

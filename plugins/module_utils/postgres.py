@@ -51,6 +51,10 @@ def postgres_common_argument_spec():
     )
 
 
+# Query parameters of a Prisma PostgreSQL URL that only Prisma reads; they do not change where we connect, so a
+# DATABASE_URL as a Prisma app carries it (?schema=app&connection_limit=5) is accepted and they are left out.
+PRISMA_ONLY_URL_PARAMS = ('schema', 'connection_limit', 'pool_timeout', 'pgbouncer', 'statement_cache_size',
+                          'socket_timeout', 'max_connection_lifetime', 'max_idle_connection_lifetime')
 _URL_QUERY_KEYS = {
     'sslmode': 'sslmode',
     'sslrootcert': 'sslrootcert',
@@ -90,6 +94,8 @@ def parse_db_url(url):
     if dbname:
         params['dbname'] = dbname
     for key, value in parse_qsl(parts.query):
+        if key in PRISMA_ONLY_URL_PARAMS:
+            continue
         if key not in _URL_QUERY_KEYS:
             raise PostgresError("db_url has an unsupported query parameter '%s'; supported: %s"
                                 % (key, ', '.join(sorted(_URL_QUERY_KEYS))))

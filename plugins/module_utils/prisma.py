@@ -39,9 +39,8 @@ MIGRATIONS_TABLE = '_prisma_migrations'
 ADVISORY_LOCK_KEY = 72707369
 MIGRATION_FILE = 'migration.sql'
 DOWN_FILE = 'down.sql'
-# Query parameters of a Prisma PostgreSQL URL that only Prisma reads; they do not change where we connect.
-PRISMA_ONLY_URL_PARAMS = ('schema', 'connection_limit', 'pool_timeout', 'pgbouncer', 'statement_cache_size',
-                          'socket_timeout', 'max_connection_lifetime', 'max_idle_connection_lifetime')
+# Query parameters of a Prisma PostgreSQL URL that only Prisma reads (defined with the URL parser).
+PRISMA_ONLY_URL_PARAMS = pg.PRISMA_ONLY_URL_PARAMS
 ANSI = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
 APPLIED_LINE = 'The following migration(s) have been applied'
 SUCCESS_LINES = ('All migrations have been successfully applied.', 'No pending migrations to apply.')

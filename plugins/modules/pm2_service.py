@@ -234,6 +234,8 @@ class Pm2Service(object):
         self.runner = CommandRunner(module)
         self.pm2_home = self.p['pm2_home'] or os.environ.get('PM2_HOME') or os.path.join(os.environ.get('HOME', '/root'), '.pm2')
         self.env = {'PM2_HOME': self.pm2_home, 'PM2_DISABLE_VERSION_CHECK': '1'}
+        # Where this run's part of PM2's own log begins (what a process Node refused to start wrote goes there).
+        self.pm2_log_start = pm2lib.log_size(self.pm2_home)
         self.cwd = self.p['cwd'] or (os.path.dirname(os.path.abspath(self.p['ecosystem'])) if self.p['ecosystem'] else None)
         self.pm2 = None
         self.apps = None
@@ -414,7 +416,7 @@ class Pm2Service(object):
             return log
         # Nothing there: a process Node refused to start (a bad node_args, an --env-file it cannot find) said why
         # before PM2 took its output, in PM2's own log.
-        early = pm2lib.early_output(self.pm2_home, self.p['log_lines'])
+        early = pm2lib.early_output(self.pm2_home, self.p['log_lines'], since=self.pm2_log_start)
         if early:
             return "(empty); what processes wrote before PM2 took their output (%s):\n%s" % (
                 os.path.join(self.pm2_home, 'pm2.log'), early)

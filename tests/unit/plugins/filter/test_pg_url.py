@@ -109,6 +109,14 @@ def test_a_socket_directory_url_and_the_options_key():
         'host': '/var/run/postgresql', 'dbname': 'cases', 'application_name': 'deploy', 'sslmode': 'disable'}
 
 
+def test_a_url_is_read_as_libpq_reads_it():
+    """'+' stays a plus (libpq does not read it as a space); host, port, user and dbname may be query options; a
+    percent-encoded socket directory in the host part is decoded."""
+    assert pg_parts('postgresql:///app?host=/run/postgresql&user=app&sslrootcert=/etc/my+ca.pem') == {
+        'host': '/run/postgresql', 'user': 'app', 'dbname': 'app', 'options': {'sslrootcert': '/etc/my+ca.pem'}}
+    assert pg_parts('postgresql://%2Fvar%2Frun%2Fpostgresql/app')['host'] == '/var/run/postgresql'
+
+
 def test_no_connection_gives_no_url_and_no_parts():
     """The roles' defaults read `runbook_database | default('')`: unset, every role keeps its own default."""
     assert pg_url('') == '' and pg_url(None) == ''
@@ -141,7 +149,8 @@ def test_roles_default_to_runbook_database_and_keep_their_own_overrides():
         templar = Templar(loader=None, variables=variables)
         templar.environment.filters.update({'runbook.deploy.' + k: v for k, v in FilterModule().filters().items()})
         names = ('backup_db_url', 'flags_db_url', 'migrate_db_login_host', 'migrate_db_login_port',
-                 'migrate_db_login_password', 'migrate_db_db', 'preflight_db_login_host', 'preflight_db_ssl_mode')
+                 'migrate_db_login_password', 'migrate_db_db', 'migrate_db_schema', 'preflight_db_login_host',
+                 'preflight_db_ssl_mode')
         return {name: templar.template(trust_as_template(variables[name])) for name in names}
 
     url = 'postgresql://owner:p%2Fw@db.internal:6543/cases?sslmode=require'
@@ -150,6 +159,9 @@ def test_roles_default_to_runbook_database_and_keep_their_own_overrides():
     assert (rendered['migrate_db_login_host'], int(rendered['migrate_db_login_port']), rendered['migrate_db_db'],
             rendered['migrate_db_login_password']) == ('db.internal', 6543, 'cases', 'p/w')
     assert (rendered['preflight_db_login_host'], rendered['preflight_db_ssl_mode'].strip()) == ('db.internal', 'require')
+    assert rendered['migrate_db_schema'].strip() == 'public'
+    # A Prisma DATABASE_URL names the schema the app's tables are in: the migrations go there too.
+    assert render(runbook_database=url + '&schema=cases')['migrate_db_schema'].strip() == 'cases'
 
     rendered = render(runbook_database={'host': 'db', 'user': 'o', 'dbname': 'c'}, migrate_db_db='other')
     assert rendered['migrate_db_db'] == 'other', 'a role variable overrides the shared connection'

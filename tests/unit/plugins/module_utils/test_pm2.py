@@ -123,3 +123,15 @@ def test_early_output_is_what_node_said_before_pm2_took_its_output(tmp_path):
     assert pm2.early_output(str(tmp_path)) == '/usr/bin/node: .env: not found\nnode: bad option: --inspekt'
     assert pm2.early_output(str(tmp_path), lines=1) == 'node: bad option: --inspekt'
     assert pm2.early_output(str(tmp_path / 'no-such-home')) == ''
+
+
+def test_early_output_is_only_this_runs_part_of_the_log(tmp_path):
+    """An old, already fixed crash (or another app's earlier output) is not quoted as this run's."""
+    log = tmp_path / 'pm2.log'
+    log.write_text('node: .env: not found\n2026-12-06T17:02:20: PM2 log: App [old:0] online\n')
+    start = pm2.log_size(str(tmp_path))
+    assert pm2.early_output(str(tmp_path), since=start) == ''
+    with open(log, 'a') as handle:
+        handle.write('node: bad option: --inspekt\n')
+    assert pm2.early_output(str(tmp_path), since=start) == 'node: bad option: --inspekt'
+    assert pm2.log_size(str(tmp_path / 'none')) == 0

@@ -16,6 +16,12 @@ def test_url_is_parsed_and_unquoted():
                           sslmode='require')
 
 
+def test_a_prisma_database_url_is_accepted_and_its_prisma_only_options_left_out():
+    """runbook_database as a Prisma app's DATABASE_URL reaches the backup and the flags as it is."""
+    params = pg.parse_db_url('postgresql://app:pw@db:5432/app?schema=cases&connection_limit=5&sslmode=require')
+    assert params == dict(user='app', password='pw', host='db', port=5432, dbname='app', sslmode='require')
+
+
 @pytest.mark.parametrize('url,fragment', [
     ('mysql://u:p@h/db', 'must start with postgres://'),
     ('postgres://u:p@h:notaport/db', 'not a valid URL'),
