@@ -216,6 +216,7 @@ executed_commands:
 import os
 import time
 import traceback
+from urllib.error import HTTPError
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
@@ -432,6 +433,12 @@ class Pm2Service(object):
                 if 200 <= status < 300:
                     return status
                 last = 'HTTP %s' % status
+            except HTTPError as exc:
+                # The app answered: what it said (the start of its body) tells more than the status line.
+                last = 'HTTP %s' % exc.code
+                body = ' '.join(to_native(exc.read(300) or b'', errors='replace').split())
+                if body:
+                    last += ', answered: %s' % body[:200]
             except Exception as exc:  # pylint: disable=broad-except
                 last = to_native(exc)
             if time.time() >= deadline:
