@@ -127,8 +127,10 @@ class ActionModule(ActionBase):
 
         secrets = set()
         checked = {}
-        for role in roles:
-            options = options_of[role]
+        # Each role's options, then the settings every role shares, judged alike.
+        groups = [(role, 'role %s' % role, options_of[role]) for role in roles]
+        groups.append(('shared', 'shared settings', SHARED_OPTIONS))
+        for key, label, options in groups:
             provided = {}
             for name in sorted(options):
                 if name not in task_vars:
@@ -137,30 +139,16 @@ class ActionModule(ActionBase):
                     provided[name] = templar.template(task_vars[name])
                 except AnsibleUndefinedVariable as error:
                     # The message names the undefined variable, never the value.
-                    problems.append('%s (role %s) cannot be evaluated: %s' % (name, role, first_line(error)))
+                    problems.append('%s (%s) cannot be evaluated: %s' % (name, label, first_line(error)))
                 except Exception as error:  # pylint: disable=broad-except
                     # Any failure to evaluate is the inventory's problem to fix, said with the variable's name; the
                     # message of a secret's could quote the template, so it is left out.
                     detail = ': %s' % first_line(error) if not options[name].get('no_log') else ''
-                    problems.append('%s (role %s) cannot be evaluated%s' % (name, role, detail))
+                    problems.append('%s (%s) cannot be evaluated%s' % (name, label, detail))
             validated = ArgumentSpecValidator(options).validate(provided)
             secrets.update(str(value) for value in validated._no_log_values)
-            for error in validated.errors:
-                problems.append('role %s: %s' % (role, first_line(error)))
-            checked[role] = sorted(provided)
-
-        provided = {}
-        for name in sorted(SHARED_OPTIONS):
-            if name in task_vars:
-                try:
-                    provided[name] = templar.template(task_vars[name])
-                except Exception as error:  # pylint: disable=broad-except
-                    detail = ': %s' % first_line(error) if not SHARED_OPTIONS[name].get('no_log') else ''
-                    problems.append('%s (shared by the roles) cannot be evaluated%s' % (name, detail))
-        validated = ArgumentSpecValidator(SHARED_OPTIONS).validate(provided)
-        secrets.update(str(value) for value in validated._no_log_values)
-        problems.extend('shared settings: %s' % first_line(error) for error in validated.errors)
-        checked['shared'] = sorted(provided)
+            problems.extend('%s: %s' % (label, first_line(error)) for error in validated.errors)
+            checked[key] = sorted(provided)
 
         problems = [masked(problem, secrets) for problem in problems]
         result.update(changed=False, problems=problems, checked=checked)

@@ -181,19 +181,25 @@ def daemon_secret_names(pm2_home):
     return pid, sorted(n for n in names if is_secret_name(n))
 
 
-def tail(path, lines=20):
-    """Last lines of a log file, or '' when it cannot be read."""
+def _read_end(path, limit, since=0):
+    """The text of a log file from offset since (from its start when it is now smaller: rotated), at most its last
+    limit bytes; '' when it cannot be read."""
     if not path:
         return ''
     try:
         with open(path, 'rb') as handle:
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
-            handle.seek(max(0, size - 64 * 1024))
-            data = handle.read().decode('utf-8', 'replace')
+            start = since if 0 < since <= size else 0
+            handle.seek(max(start, size - limit))
+            return handle.read().decode('utf-8', 'replace')
     except OSError:
         return ''
-    return '\n'.join(data.splitlines()[-lines:])
+
+
+def tail(path, lines=20):
+    """Last lines of a log file, or '' when it cannot be read."""
+    return '\n'.join(_read_end(path, 64 * 1024).splitlines()[-lines:])
 
 
 # A line PM2 itself wrote to its daemon log (PM2_HOME/pm2.log): "2026-12-06T17:02:20: PM2 log: App [api:0] online".
@@ -216,17 +222,8 @@ def early_output(pm2_home, lines=20, since=0):
     `--env-file=.env` relative to the daemon's directory in cluster mode, `bad option`): that goes to the daemon's
     own log, interleaved with PM2's lines, and the app's error log stays empty. The lines that are not PM2's own,
     each once (a crash loop repeats them), the newest last."""
-    path = os.path.join(pm2_home, 'pm2.log')
-    try:
-        with open(path, 'rb') as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            # Only this run's part (a rotated log, smaller now, is read whole), and at most its last 256 KiB.
-            start = since if 0 < since <= size else 0
-            handle.seek(max(start, size - 256 * 1024))
-            text = handle.read().decode('utf-8', 'replace')
-    except OSError:
-        return ''
+    # Only this run's part, and at most its last 256 KiB.
+    text = _read_end(os.path.join(pm2_home, 'pm2.log'), 256 * 1024, since)
     raw = [line.rstrip() for line in text.splitlines() if line.strip() and not _PM2_OWN_LINE.match(line)]
     newest_first = list(dict.fromkeys(reversed(raw)))
     return '\n'.join(reversed(newest_first[:lines]))
