@@ -93,7 +93,7 @@ FACTS = ('runbook_run_id', 'runbook_started_epoch', 'runbook_kind', 'runbook_alr
          'flags_changed')
 SMOKE_ACTIONS = ('runbook.deploy.smoke_test', 'smoke_test')
 # The phases a run marks, in the runbook's order; the report adds 'check' (before the first) and 'finish' (after the last).
-PHASE_ORDER = ('check', 'build', 'database', 'backends', 'release', 'rollback', 'finish')
+PHASE_ORDER = ('check', 'adopt', 'build', 'database', 'backends', 'release', 'rollback', 'finish')
 
 SECRET_KEY = re.compile(r'(?i)(passw(or)?d|passwd|secret|token|api[_-]?key|authori[sz]ation|credential|private[_-]?key|'
                         r'cookie|webhook|bearer|dsn|connection[_-]?string|database[_-]?url|db[_-]?url|access[_-]?key)')
@@ -174,9 +174,9 @@ def _float(value, default=None):
 def timeline(phases, started_epoch, duration_s):
     """The run as consecutive phases, each {name, start_s, end_s, duration_s, status, recorded}, seconds from the start.
 
-    The playbooks mark build, database, backends, release and rollback; 'check' (gates, pre-flight, lock) runs from
-    the start to the first phase and 'finish' from the last phase to the record. A phase still open when the run ended
-    (a failure before its end was marked) ends where the next one starts, or at the record.
+    The playbooks mark build, database, backends, release and rollback (adopt.yml: adopt); 'check' (gates, pre-flight,
+    lock) runs from the start to the first phase and 'finish' from the last phase to the record. A phase still open
+    when the run ended (a failure before its end was marked) ends where the next one starts, or at the record.
     """
     start = _float(started_epoch)
     total = _float(duration_s, 0.0)

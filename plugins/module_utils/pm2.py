@@ -24,7 +24,8 @@ from ansible_collections.runbook.deploy.plugins.module_utils.command import is_s
 
 MASK = '********'
 
-# Print an ecosystem file's apps as JSON: names, modes, instances and the env names each app knows.
+# Print an ecosystem file's apps as JSON: names, modes, instances, the env names each app knows, and where it runs
+# (cwd and script as written; PM2 resolves them against the directory pm2 runs in).
 ECOSYSTEM_READER = r'''
 const path = require('path');
 const file = path.resolve(process.argv[1]);
@@ -36,8 +37,21 @@ const out = apps.map((app) => ({
   exec_mode: app.exec_mode || app.execMode || null,
   instances: app.instances === undefined ? 1 : app.instances,
   envs: Object.keys(app).filter((k) => k.startsWith('env_')).map((k) => k.slice(4)),
+  cwd: typeof app.cwd === 'string' ? app.cwd : null,
+  script: typeof app.script === 'string' ? app.script : null,
 }));
 console.log(JSON.stringify({apps: out, deploy_envs: Object.keys(config.deploy || {})}));
+'''
+
+# An ecosystem of one app: the named app of the real ecosystem file under another name, nothing else changed.
+RENAMING_ECOSYSTEM = r'''
+const config = require(%(path)s);
+let apps = config.apps || config;
+if (!Array.isArray(apps)) { apps = [apps]; }
+module.exports = {
+  apps: apps.filter((app) => app.name === %(name)s).map((app) => Object.assign({}, app, {name: %(new_name)s})),
+  deploy: config.deploy,
+};
 '''
 
 ONLINE = 'online'
@@ -91,7 +105,8 @@ def json_ecosystem(path):
     apps = config.get('apps', config) if isinstance(config, dict) else config
     apps = apps if isinstance(apps, list) else [apps]
     return dict(apps=[dict(name=a.get('name'), exec_mode=a.get('exec_mode'), instances=a.get('instances', 1),
-                           envs=[k[4:] for k in a if k.startswith('env_')]) for a in apps],
+                           envs=[k[4:] for k in a if k.startswith('env_')], cwd=a.get('cwd'), script=a.get('script'))
+                      for a in apps],
                 deploy_envs=list(config.get('deploy', {})) if isinstance(config, dict) else [])
 
 
@@ -117,6 +132,51 @@ def summarize(proc, now=None):
 
 def instances_of(procs, name):
     return [p for p in procs if p.get('name') == name]
+
+
+# The name an app's new processes run under while its old ones still serve, during a cluster-mode re-home.
+REHOME_SUFFIX = '-rehoming'
+
+
+def app_home(app, run_dir):
+    """(cwd, script) where PM2 runs an ecosystem app started by pm2 from run_dir, as PM2's prepareAppConf
+    resolves them: cwd against the directory pm2 runs in (which Node reports with symlinks resolved), then the
+    script against cwd. Paths are not resolved any further (PM2 keeps a cwd given through a symlink as written)."""
+    here = os.path.realpath(run_dir)
+    cwd = app.get('cwd')
+    cwd = os.path.normpath(os.path.join(here, cwd)) if cwd else here
+    script = app.get('script')
+    return cwd, (os.path.normpath(os.path.join(cwd, script)) if script else None)
+
+
+def runs_elsewhere(proc, cwd, script):
+    """Whether a process runs from another directory or script than (cwd, script): PM2 keeps both across
+    reloads and restarts, so only deleting and starting it again moves it (a hand-started app, an old release)."""
+    env = proc.get('pm2_env', {})
+    if cwd and os.path.normpath(env.get('pm_cwd') or '') != cwd:
+        return True
+    return bool(script and os.path.isfile(script) and os.path.normpath(env.get('pm_exec_path') or '') != script)
+
+
+# What PM2 adds to an app's recorded environment; the rest is what the app was started with.
+_PM2_ENV_KEYS = ('unique_id', 'PM2_HOME', 'PM2_USAGE', 'PM2_INTERACTOR_PROCESSING', 'PM2_JSON_PROCESSING',
+                 'NODE_APP_INSTANCE', 'pm_id', '_')
+
+
+def start_argv(proc):
+    """How to start a process again as it ran (its script, cwd, name, mode, instances and Node arguments), and
+    the environment it ran with, to hand to pm2 as its own environment (never on the command line)."""
+    env = proc.get('pm2_env', {})
+    name = env.get('name') or proc.get('name')
+    argv = ['start', env.get('pm_exec_path'), '--name', name, '--cwd', env.get('pm_cwd')]
+    if mode_of(proc) == 'cluster':
+        argv += ['-i', str(env.get('instances') or 1)]
+    node_args = env.get('node_args') or []
+    if node_args:
+        argv += ['--node-args', ' '.join(node_args)]
+    app_env = dict((k, v) for k, v in (env.get('env') or {}).items()
+                   if k not in _PM2_ENV_KEYS and k != name and isinstance(v, str))
+    return argv, app_env
 
 
 def daemon_running(pm2_home):

@@ -33,6 +33,7 @@ options:
       - V(restarted) always restarts (a cold restart, with downtime).
       - V(reloaded) always reloads; zero-downtime in cluster mode, a restart in fork mode (the module warns).
       - V(absent) deletes the apps from PM2.
+      - See O(rehome) for apps running from another directory than the ecosystem's.
     type: str
     default: started
     choices: [ started, stopped, restarted, reloaded, absent ]
@@ -52,6 +53,26 @@ options:
         pm2 was started in. Without it PM2 keeps a running app's environment when restarted by name; with an
         ecosystem file and O(env), PM2 7 applies the ecosystem's C(env)/C(env_<env>) blocks either way.
       - That environment is the minimal one the module gives pm2 (see the notes), never the task's.
+    type: bool
+    default: false
+  rehome:
+    description:
+      - With O(state=started), V(restarted) or V(reloaded), move an app whose processes run from another directory
+        or script than the ecosystem gives it (an app started by hand in a git checkout, or one PM2 kept on an old
+        release's path) onto the ecosystem's. PM2 keeps a process's cwd and script across reloads and restarts, so
+        only deleting the app and starting it again moves it.
+      - In cluster mode, without downtime: the app is first started from the ecosystem under the temporary name
+        C(<name>-rehoming) beside the old processes (they share the port through PM2's cluster primary), the old
+        processes are deleted once it is stable, the app is started again under its own name, and the temporary
+        one is deleted.
+      - In fork mode two processes cannot listen on one port, so the old processes are deleted and the app is
+        started from the ecosystem (a gap as long as its start, like C(pm2 reload) in fork mode). When it does not
+        come up, the old processes are started again as they ran (script, cwd, Node arguments and environment).
+      - A run interrupted in the middle is finished by running the task again (a C(<name>-rehoming) app left
+        behind is taken as the serving one).
+      - Afterwards every process of the app must run from the ecosystem's cwd and script, or the task fails.
+      - Needs O(ecosystem); with a C(.js) ecosystem in check mode, an app is predicted to move when its script is
+        outside the ecosystem's directory.
     type: bool
     default: false
   save:
@@ -139,6 +160,14 @@ EXAMPLES = r'''
     update_env: true
     stable_for: 5
 
+- name: Move apps started by hand in a git checkout onto the release under current (no downtime in cluster mode)
+  runbook.deploy.pm2_service:
+    name: [pfa-backend, pfa-sync-worker]
+    ecosystem: /srv/app/current/ecosystem.config.js
+    env: production
+    rehome: true
+    ready_url: http://127.0.0.1:3000/health
+
 - name: Pause the sync worker during the migration
   runbook.deploy.pm2_service:
     name: pfa-sync-worker
@@ -197,6 +226,13 @@ actions:
   returned: always
   type: dict
   sample: {"pfa-backend": "reload", "pfa-sync-worker": "none"}
+rehomed:
+  description:
+    - The apps moved onto the ecosystem's cwd and script (O(rehome)), each with where it ran before. Empty when
+      none moved; in check mode, the apps that would move.
+  returned: always
+  type: dict
+  sample: {"pfa-backend": "/srv/pfa-vanguard/backend/dist/server.js"}
 unpredicted:
   description:
     - In check mode, what could not be predicted without running anything of the app's (for example the app
@@ -213,7 +249,10 @@ executed_commands:
   sample: ["pm2 reload /srv/app/current/ecosystem.config.js --only pfa-backend --env production --update-env"]
 '''
 
+import json
 import os
+import shutil
+import tempfile
 import time
 import traceback
 from urllib.error import HTTPError
@@ -243,6 +282,7 @@ class Pm2Service(object):
         self.actions = None
         self.changed = False  # set once a command that changes PM2's state has been started
         self.unpredicted = []
+        self.rehomed = {}
         # ready_url may carry user:password@: keep it out of everything the module prints or returns,
         # the arguments Ansible echoes back (invocation) included.
         module.no_log_values.update(pm2lib.url_credentials(self.p['ready_url']))
@@ -263,6 +303,8 @@ class Pm2Service(object):
             raise pm2lib.Pm2Error('stable_for must be 0 or more and timeout 1 or more')
         if p['env'] and not p['ecosystem']:
             raise pm2lib.Pm2Error('env needs ecosystem: PM2 reads env_<name> blocks from the ecosystem file')
+        if p['rehome'] and not p['ecosystem']:
+            raise pm2lib.Pm2Error('rehome needs ecosystem: an app is moved onto the cwd and script it gives')
         if p['ecosystem'] and self.module.check_mode and not p['ecosystem'].endswith('.json'):
             # A JavaScript ecosystem is code: require()-ing it runs whatever it does (pm2 would too). Check
             # mode runs nothing of the app's, so it predicts from pm2 jlist and the names given instead.
@@ -346,7 +388,9 @@ class Pm2Service(object):
             if not mine and not self.p['ecosystem'] and state != 'absent':
                 raise pm2lib.Pm2Error("app '%s' is not known to PM2 (PM2_HOME %s); give ecosystem to start it"
                                       % (name, self.pm2_home))
-            if state == 'started':
+            if self.p['rehome'] and state in WAITING_STATES and self.needs_rehome(name, procs):
+                actions[name] = 'rehome'
+            elif state == 'started':
                 actions[name] = 'none' if mine and len(online) == len(mine) else 'start'
             elif state == 'stopped':
                 actions[name] = 'stop' if online or any(
@@ -359,9 +403,34 @@ class Pm2Service(object):
                 actions[name] = 'delete' if mine else 'none'
         return actions
 
+    def home_of(self, name):
+        """(cwd, script) the ecosystem gives an app; (None, None) when it was not read (check mode, .js)."""
+        if not self.apps:
+            return None, None
+        return pm2lib.app_home(self.app(name), self.cwd)
+
+    def needs_rehome(self, name, procs):
+        if pm2lib.instances_of(procs, name + pm2lib.REHOME_SUFFIX):
+            return True  # an interrupted re-home: its temporary app still runs
+        cwd, script = self.home_of(name)
+        mine = pm2lib.instances_of(procs, name)
+        if cwd is None:
+            here = os.path.realpath(self.cwd) + os.sep
+            moving = [i for i in mine if not os.path.realpath(i.get('pm2_env', {}).get('pm_exec_path') or here)
+                      .startswith(here)]
+        else:
+            moving = [i for i in mine if pm2lib.runs_elsewhere(i, cwd, script)]
+        if moving:
+            self.rehomed[name] = moving[0].get('pm2_env', {}).get('pm_exec_path') or ''
+        return bool(moving)
+
     def apply(self, actions, procs):
         for name, action in actions.items():
             if action == 'none':
+                continue
+            if action == 'rehome':
+                self.changed = True
+                self.rehome(name, procs)
                 continue
             mine = pm2lib.instances_of(procs, name)
             if action == 'reload' and mine and all(pm2lib.mode_of(i) == 'fork' for i in mine):
@@ -372,6 +441,90 @@ class Pm2Service(object):
             self.changed = True
             self.pm2_cmd(action, name)
 
+    def rehome(self, name, procs):
+        """Move an app onto the ecosystem's cwd and script (see the rehome option): in cluster mode through a
+        temporary app that serves beside the old processes, in fork mode by deleting and starting it."""
+        bridge = name + pm2lib.REHOME_SUFFIX
+        old = pm2lib.instances_of(procs, name)
+        bridged = [i for i in pm2lib.instances_of(procs, bridge) if i.get('pm2_env', {}).get('status') == pm2lib.ONLINE]
+        cluster_app = (self.app(name).get('exec_mode') or '').startswith('cluster')
+        if cluster_app and all(pm2lib.mode_of(i) == 'cluster' for i in old):
+            if not bridged:
+                try:
+                    self.start_renamed(name, bridge)
+                    self.wait_stable([bridge], as_app={bridge: name})
+                except (pm2lib.Pm2Error, CommandError) as exc:
+                    self.delete_quietly(bridge)
+                    raise pm2lib.Pm2Error('%s Nothing was moved: the old processes of %s still serve.' % (exc, name))
+            cwd, script = self.home_of(name)
+            # A re-run after an interruption between the start under its own name and the temporary app's delete.
+            home = old and all(i.get('pm2_env', {}).get('status') == pm2lib.ONLINE
+                               and not pm2lib.runs_elsewhere(i, cwd, script) for i in old)
+            if old and not home:
+                self.run_in_cwd([self.pm2, 'delete', name], 'pm2 delete %s' % name)
+            try:
+                if not home:
+                    self.pm2_cmd('start', name)
+                self.wait_stable([name])
+            except (pm2lib.Pm2Error, CommandError) as exc:
+                self.delete_quietly(name)
+                raise pm2lib.Pm2Error('%s The new release serves under the temporary name %s; run the task again '
+                                      'once the cause is fixed, to finish the move.' % (exc, bridge))
+            self.run_in_cwd([self.pm2, 'delete', bridge], 'pm2 delete %s' % bridge)
+        else:
+            if old:
+                self.run_in_cwd([self.pm2, 'delete', name], 'pm2 delete %s' % name)
+            try:
+                self.pm2_cmd('start', name)
+                self.wait_stable([name])
+            except (pm2lib.Pm2Error, CommandError) as exc:
+                raise pm2lib.Pm2Error('%s %s' % (exc, self.restore(name, old)))
+            if bridged:
+                self.run_in_cwd([self.pm2, 'delete', bridge], 'pm2 delete %s' % bridge)
+        self.check_home(name)
+
+    def start_renamed(self, name, new_name):
+        """pm2 start the ecosystem's app under another name, through a wrapper ecosystem that requires the real one
+        (the app's settings stay the ecosystem's own; the wrapper holds no setting, no secret)."""
+        wrapper_dir = tempfile.mkdtemp(prefix='pm2-rehome-')
+        try:
+            wrapper = os.path.join(wrapper_dir, 'ecosystem.config.js')
+            with open(wrapper, 'w') as handle:
+                handle.write(pm2lib.RENAMING_ECOSYSTEM % dict(path=json.dumps(os.path.abspath(self.p['ecosystem'])),
+                                                              name=json.dumps(name), new_name=json.dumps(new_name)))
+            argv = [self.pm2, 'start', wrapper, '--only', new_name]
+            if self.p['env']:
+                argv += ['--env', self.p['env']]
+            if self.p['update_env']:
+                argv.append('--update-env')
+            self.run_in_cwd(argv, 'pm2 start %s (as %s)' % (name, new_name))
+        finally:
+            shutil.rmtree(wrapper_dir, ignore_errors=True)
+
+    def delete_quietly(self, name):
+        self.runner.run([self.pm2, 'delete', name], env=self.env, cwd=self.cwd)
+
+    def restore(self, name, old):
+        """Start an app's old processes again as they ran, after its start from the ecosystem failed in fork mode."""
+        if not old:
+            return 'It did not run before.'
+        self.delete_quietly(name)
+        argv, app_env = pm2lib.start_argv(old[0])
+        # The app's own environment reaches pm2 as its environment, never its command line.
+        rc, out, err = self.runner.run([self.pm2] + argv, env=dict(app_env, **self.env), cwd=self.cwd)
+        if rc != 0:
+            return ('Starting the old processes again (pm2 %s) failed too: %s. %s is not running.'
+                    % (' '.join(argv), pm2lib.last_lines(err or out), name))
+        return 'The old processes were started again as they ran (%s, in %s).' % (argv[1], argv[5])
+
+    def check_home(self, name):
+        cwd, script = self.home_of(name)
+        stray = [i for i in pm2lib.instances_of(self.jlist(), name) if pm2lib.runs_elsewhere(i, cwd, script)]
+        if stray:
+            env = stray[0].get('pm2_env', {})
+            raise pm2lib.Pm2Error("after the move, '%s' still runs %s in %s, not %s in %s"
+                                  % (name, env.get('pm_exec_path'), env.get('pm_cwd'), script, cwd))
+
     def expected_instances(self, name, procs):
         if self.apps:
             wanted = self.app(name).get('instances')
@@ -381,10 +534,13 @@ class Pm2Service(object):
                 return os.cpu_count() or 1
         return max(1, len(pm2lib.instances_of(procs, name)))
 
-    def wait_stable(self, names):
+    def wait_stable(self, names, as_app=None):
+        """as_app: {name: ecosystem app} for an app started under another name (its instances are the app's)."""
+        as_app = as_app or {}
         deadline = time.time() + self.p['timeout']
         procs = self.jlist()
-        watches = dict((n, pm2lib.StabilityWatch(n, self.expected_instances(n, procs), self.p['stable_for'])) for n in names)
+        watches = dict((n, pm2lib.StabilityWatch(n, self.expected_instances(as_app.get(n, n), procs), self.p['stable_for']))
+                       for n in names)
         pending = set(names)
         while True:
             for name in sorted(pending):
@@ -469,12 +625,12 @@ class Pm2Service(object):
         self.warn_tainted_daemon()
         actions = self.actions = self.plan(before)
         changed = any(a != 'none' for a in actions.values())
-        result = dict(changed=changed, actions=actions, unpredicted=self.unpredicted)
+        result = dict(changed=changed, actions=actions, unpredicted=self.unpredicted, rehomed=self.rehomed)
         after = before
         if changed and not self.module.check_mode:
             started = time.time()
             self.apply(actions, before)
-            waiting = [n for n, a in actions.items() if a in ('start', 'restart', 'reload')]
+            waiting = [n for n, a in actions.items() if a in ('start', 'restart', 'reload', 'rehome')]
             after = self.wait_stable(waiting) if waiting else self.jlist()
             if waiting and self.p['ready_url']:
                 self.wait_ready(started + self.p['timeout'])
@@ -511,7 +667,8 @@ class Pm2Service(object):
         return out
 
     def predicted(self, actions):
-        after = {'start': 'online', 'restart': 'online', 'reload': 'online', 'stop': 'stopped', 'delete': 'absent'}
+        after = {'start': 'online', 'restart': 'online', 'reload': 'online', 'rehome': 'online', 'stop': 'stopped',
+                 'delete': 'absent'}
         return dict((n, after.get(a, 'unchanged')) for n, a in actions.items())
 
 
@@ -523,6 +680,7 @@ def main():
             ecosystem=dict(type='path'),
             env=dict(type='str'),
             update_env=dict(type='bool', default=False),
+            rehome=dict(type='bool', default=False),
             save=dict(type='bool', default=False),
             pm2_home=dict(type='path'),
             executable=dict(type='path'),
@@ -536,7 +694,8 @@ def main():
         supports_check_mode=True,
     )
     service = Pm2Service(module)
-    base = dict(changed=False, executed_commands=service.runner.executed, unpredicted=service.unpredicted)
+    base = dict(changed=False, executed_commands=service.runner.executed, unpredicted=service.unpredicted,
+                rehomed=service.rehomed)
     if not module.params['name'] or not all(module.params['name']):
         module.fail_json(msg='name must list at least one app name', **base)
 

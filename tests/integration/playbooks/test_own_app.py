@@ -16,7 +16,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -266,3 +268,132 @@ class TestATeamsOwnAppFromTheMinimalInventory(object):
         assert notes.as_owner("SELECT to_regclass('public.feature_flags')") == [(None,)]
         assert json.loads(notes.get('/notes')[1])[0]['title'] == 'written on v1'
         assert OWNER_PASSWORD not in output
+
+
+class Requests(object):
+    """GET a path again and again (bounded by the block it runs in) and keep what did not answer 2xx."""
+
+    def __init__(self, env, path):
+        import threading
+        self.env, self.path = env, path
+        self.failures, self.answers = [], 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+
+    def run(self):
+        while not self.done.is_set():
+            try:
+                status = self.env.get(self.path)[0]
+                self.answers += 1
+                if not 200 <= status < 300:
+                    self.failures.append(status)
+            except Exception as exc:  # pylint: disable=broad-except
+                self.failures.append(repr(exc))
+            self.done.wait(0.05)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+
+
+@pytest.fixture(scope='class')
+def hand_installed(stack):
+    """The notes app v1 as a team deployed it by hand before runbook.deploy: a git checkout at the tag, its
+    dependencies and Prisma Client in it, a .env written by hand, its migrations applied, `pm2 start` in it."""
+    env = NotesEnv(stack, tempfile.mkdtemp(prefix='adopt-', dir='/tmp'), 'notes_' + uuid.uuid4().hex[:6])
+    try:
+        env.prepare()
+        sql(env.stack, 'postgres', 'ALTER ROLE %s CREATEDB' % env.owner)
+        env.install = os.path.join(env.root, 'hand', 'notes')
+        repository = os.path.join(env.root, 'notes.git')
+        _git(env.root, 'clone', '-q', '--branch', 'v1', repository, env.install)
+        os.symlink(os.path.join(REPO, 'node_modules'), os.path.join(env.install, 'node_modules'))
+        engine_stub = os.path.join(env.root, 'prisma-engine-stub')
+        subprocess.run([os.path.join(REPO, 'node_modules', '.bin', 'prisma'), 'generate'], cwd=env.install, check=True,
+                       capture_output=True, env=dict(os.environ, PRISMA_QUERY_ENGINE_LIBRARY=engine_stub,
+                                                     PRISMA_SCHEMA_ENGINE_BINARY=engine_stub))
+        url = 'postgresql://%s:%s@%s:%s/%s' % (env.owner, urllib.parse.quote(OWNER_PASSWORD, safe=''),
+                                              stack['RUNBOOK_PG_HOST'], stack['RUNBOOK_PG_PORT'], env.db)
+        with open(os.path.join(env.install, '.env'), 'w') as handle:
+            handle.write('PORT=%d\nDATABASE_URL=%s\n' % (env.port, url))
+        os.chmod(os.path.join(env.install, '.env'), 0o600)
+        # `npx prisma migrate deploy`, done by the module's own engine (this machine has no Prisma engine binaries);
+        # the password reaches it as libpq's PGPASSWORD, not on the command line.
+        migrated = subprocess.run(
+            [os.path.join(REPO, '.venv', 'bin', 'ansible'), 'localhost', '-m', 'runbook.deploy.prisma_migrate', '-a',
+             'engine=native project_path=%s login_host=%s login_port=%s login_user=%s db=%s'
+             % (env.install, stack['RUNBOOK_PG_HOST'], stack['RUNBOOK_PG_PORT'], env.owner, env.db)],
+            env=dict(os.environ, PGPASSWORD=OWNER_PASSWORD), capture_output=True, text=True, check=False)
+        assert migrated.returncode == 0 and '20261201000000_create_notes' in migrated.stdout, migrated.stdout[-3000:]
+        subprocess.run([PM2, 'start', 'src/index.js', '--name', 'notes-api', '-i', '2',
+                        '--node-args=--env-file=' + os.path.join(env.install, '.env')],
+                       cwd=env.install, check=True, capture_output=True, env=dict(os.environ, PM2_HOME=env.pm2_home))
+        for dummy in range(100):
+            try:
+                if env.get('/healthz')[0] == 204:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        assert env.get('/healthz') == (204, ''), 'the hand-started install does not answer'
+        yield env
+    finally:
+        env.clean()
+
+
+class TestAdoptingAnInstallDeployedByHand(object):
+    def test_the_check_refuses_a_wrong_version_and_changes_nothing(self, hand_installed):
+        env = hand_installed
+        rc, output = env.play('adopt.yml', runbook_version='v2', backend_adopt_from=env.install)
+        assert rc != 0
+        assert 'is a checkout of tag v1, not v2 (runbook_version)' in output, output[-4000:]
+        assert not os.path.exists(env.deploy_to)
+        assert env.scripts() == [os.path.join(env.install, 'src', 'index.js')]
+
+    def test_the_install_becomes_release_v1_and_its_apps_move_under_current_without_a_failed_request(
+            self, hand_installed):
+        env = hand_installed
+        assert env.scripts() == [os.path.join(env.install, 'src', 'index.js')], 'continues from the hand start'
+        with Requests(env, '/healthz') as load:
+            rc, output = env.play('adopt.yml', runbook_version='v1', backend_adopt_from=env.install)
+        assert rc == 0, output[-6000:]
+        assert load.failures == [] and load.answers > 20, (load.answers, load.failures[:5])
+        assert env.current() == 'v1'
+        assert env.scripts() == [os.path.join(env.deploy_to, 'current', 'src', 'index.js')]
+        with open(os.path.join(env.deploy_to, 'releases', 'v1', 'RELEASE.json')) as handle:
+            record = json.load(handle)
+        assert record['version'] == 'v1' and record['adopted'] is True and record['source'] == env.install
+        assert record['git_sha'], record
+        # The release runs as it was built by hand (its Prisma Client), with .env now the shared one.
+        assert os.path.isdir(os.path.join(env.deploy_to, 'releases', 'v1', 'generated', 'client'))
+        assert os.readlink(os.path.join(env.deploy_to, 'releases', 'v1', '.env')) == \
+            os.path.join(env.deploy_to, 'shared', '.env')
+        assert env.get('/notes') == (200, '[]')
+        assert env.history()[-1] == ('adopt', 'v1', 'succeeded')
+        assert os.path.isfile(os.path.join(env.install, 'src', 'index.js')), 'the install is left as it was'
+        assert OWNER_PASSWORD not in output
+
+        pids = sorted(p['pid'] for p in json.loads(subprocess.run(
+            [PM2, 'jlist'], env=dict(os.environ, PM2_HOME=env.pm2_home), capture_output=True, text=True).stdout))
+        rc, output = env.play('adopt.yml', runbook_version='v1', backend_adopt_from=env.install)
+        assert rc == 0, output[-4000:]
+        assert 'changed=0' in output.split('PLAY RECAP')[-1].replace(' ', ''), output[-3000:]
+        assert sorted(p['pid'] for p in json.loads(subprocess.run(
+            [PM2, 'jlist'], env=dict(os.environ, PM2_HOME=env.pm2_home), capture_output=True, text=True).stdout)) == pids
+
+    def test_the_next_deployment_has_the_adopted_release_to_roll_back_to(self, hand_installed):
+        env = hand_installed
+        assert env.current() == 'v1', 'continues from the adoption'
+        rc, output = env.play('deploy_staging.yml', runbook_version='v2')
+        assert rc == 0, output[-6000:]
+        assert env.current() == 'v2'
+        rc, output = env.play('rollback.yml', rollback_database='keep')
+        assert rc == 0, output[-6000:]
+        assert env.current() == 'v1'
+        assert env.scripts() == [os.path.join(env.deploy_to, 'current', 'src', 'index.js')]
+        assert env.get('/healthz') == (204, '')
+        assert [h[:2] for h in env.history()][-3:] == [('adopt', 'v1'), ('deploy', 'v2'), ('rollback', 'previous')]

@@ -263,3 +263,107 @@ def test_crash_loop_after_a_start_reports_changed(pm2, app_dir):
     assert result['changed'] is True, result
     assert result['actions'] == {name: 'start'}
     assert [p['name'] for p in jlist(app_dir['home'])] == [name]
+
+
+def hand_start(app_dir, tmp_path, *argv, **env):
+    """What an operator did before runbook.deploy: `pm2 start` by hand, in a checkout of the app (not the release)."""
+    hand = tmp_path / 'hand-checkout'
+    if not hand.exists():
+        shutil.copytree(FIXTURES, hand)
+    subprocess.run([PM2, 'start'] + list(argv), cwd=str(hand), capture_output=True, check=True,
+                   env=dict(os.environ, PM2_HOME=app_dir['home'], **env))
+    return str(hand)
+
+
+class Load(object):
+    """Requests to a port, one after the other, while a block runs; the failed ones are kept."""
+
+    def __init__(self, port):
+        import threading
+        self.port = port
+        self.failures = []
+        self.answers = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                get_json(self.port, timeout=15)
+                self.answers += 1
+            except Exception as exc:  # pylint: disable=broad-except
+                self.failures.append(repr(exc))
+            time.sleep(0.01)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def test_rehome_moves_hand_started_apps_onto_the_ecosystem_without_dropping_a_request(pm2, app_dir, tmp_path):
+    hand = hand_start(app_dir, tmp_path, 'server.js', '--name', 'api', '-i', '2',
+                      PORT=str(app_dir['api_port']), APP_VERSION='by-hand')
+    hand_start(app_dir, tmp_path, 'worker.js', '--name', 'worker')
+    assert get_json(app_dir['api_port'])['version'] == 'by-hand'
+    # Without rehome, a reload keeps the hand checkout's paths (PM2 keeps cwd and script across reloads).
+    check = pm2(check=True, name=['api', 'worker'], rehome=True)
+    assert check['changed'] is True and check['actions'] == {'api': 'rehome', 'worker': 'rehome'}, check
+    assert check['rehomed'] == {'api': os.path.join(hand, 'server.js'), 'worker': os.path.join(hand, 'worker.js')}
+    assert {p['pm2_env']['pm_exec_path'] for p in jlist(app_dir['home'])} == {
+        os.path.join(hand, 'server.js'), os.path.join(hand, 'worker.js')}, 'check mode moved something'
+
+    with Load(app_dir['api_port']) as load:
+        result = pm2(name=['api', 'worker'], rehome=True, ready_url='http://127.0.0.1:%d/' % app_dir['api_port'])
+    assert result['changed'] is True and result['actions'] == {'api': 'rehome', 'worker': 'rehome'}, result
+    assert load.failures == [] and load.answers > 10, (load.answers, load.failures[:3])
+    procs = jlist(app_dir['home'])
+    assert sorted((p['name'], p['pm2_env']['pm_exec_path']) for p in procs) == [
+        ('api', os.path.join(app_dir['path'], 'server.js')), ('api', os.path.join(app_dir['path'], 'server.js')),
+        ('worker', os.path.join(app_dir['path'], 'worker.js'))], 'no temporary app is left behind'
+    assert get_json(app_dir['api_port'])['version'] == 'v1', 'the ecosystem env serves'
+    # Cluster mode went through the temporary app; fork mode was deleted and started.
+    commands = [c.split(' ', 1)[1] for c in result['executed_commands'] if c.startswith(PM2) and ' jlist' not in c]
+    assert commands[0].startswith('start ') and '--only api-rehoming' in commands[0], commands
+    assert commands[1:] == ['delete api', 'start %s --only api' % app_dir['ecosystem'], 'delete api-rehoming',
+                            'delete worker', 'start %s --only worker' % app_dir['ecosystem']], commands
+
+    again = pm2(name=['api', 'worker'], rehome=True)
+    assert again['changed'] is False and again['actions'] == {'api': 'none', 'worker': 'none'} and again['rehomed'] == {}
+
+
+def test_rehome_finishes_a_move_an_interrupted_run_left_half_done(pm2, app_dir, tmp_path):
+    """Killed after the old processes were deleted: only the temporary app serves. Running the task again ends it."""
+    pm2(name=['api'])
+    wrapper = tmp_path / 'wrapper.config.js'
+    wrapper.write_text("const c = require(%s); module.exports = {apps: [Object.assign({}, c.apps[0], "
+                       "{name: 'api-rehoming'})]};" % json.dumps(app_dir['ecosystem']))
+    subprocess.run([PM2, 'start', str(wrapper)], cwd=app_dir['path'], capture_output=True, check=True,
+                   env=dict(os.environ, PM2_HOME=app_dir['home']))
+    subprocess.run([PM2, 'delete', 'api'], capture_output=True, check=True, env=dict(os.environ, PM2_HOME=app_dir['home']))
+    with Load(app_dir['api_port']) as load:
+        result = pm2(name=['api'], rehome=True)
+    assert result['changed'] is True and result['actions'] == {'api': 'rehome'}, result
+    assert load.failures == [], load.failures[:3]
+    assert sorted(p['name'] for p in jlist(app_dir['home'])) == ['api', 'api']
+
+
+def test_rehome_in_fork_mode_starts_the_old_processes_again_when_the_new_ones_fail(pm2, app_dir, tmp_path):
+    secret = 'hand-%s' % uuid.uuid4().hex[:10]
+    hand = hand_start(app_dir, tmp_path, 'server.js', '--name', 'solo', PORT=str(app_dir['solo_port']),
+                      APP_VERSION='by-hand', HAND_SECRET=secret)
+    broken = os.path.join(app_dir['path'], 'broken.config.js')
+    with open(broken, 'w') as handle:
+        handle.write("module.exports = {apps: [{name: 'solo', script: './crash.js', min_uptime: 1000, "
+                     "max_restarts: 3, restart_delay: 100}]};\n")
+    result = pm2(name=['solo'], ecosystem=broken, rehome=True, timeout=15)
+    assert_clear_failure(result, "app 'solo'", 'The old processes were started again as they ran',
+                         os.path.join(hand, 'server.js'))
+    assert result['changed'] is True
+    # Serving again as the operator had started it: its script, its directory, its environment.
+    assert get_json(app_dir['solo_port'])['version'] == 'by-hand'
+    assert [p['pm2_env']['pm_exec_path'] for p in jlist(app_dir['home'])] == [os.path.join(hand, 'server.js')]
+    assert secret not in json.dumps(result), 'the old environment went through the command line or the result'
