@@ -396,4 +396,4 @@ class TestAdoptingAnInstallDeployedByHand(object):
         assert env.current() == 'v1'
         assert env.scripts() == [os.path.join(env.deploy_to, 'current', 'src', 'index.js')]
         assert env.get('/healthz') == (204, '')
-        assert [h[:2] for h in env.history()][-3:] == [('adopt', 'v1'), ('deploy', 'v2'), ('rollback', 'previous')]
+        assert [h[:2] for h in env.history()][-3:] == [('adopt', 'v1'), ('deploy', 'v2'), ('rollback', 'v1')]
