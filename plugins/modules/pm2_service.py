@@ -515,6 +515,10 @@ class Pm2Service(object):
         if rc != 0:
             return ('Starting the old processes again (pm2 %s) failed too: %s. %s is not running.'
                     % (' '.join(argv), pm2lib.last_lines(err or out), name))
+        try:
+            self.wait_stable([name])
+        except pm2lib.Pm2Error as exc:
+            return 'The old processes were started again as they ran (%s, in %s), but: %s' % (argv[1], argv[5], exc)
         return 'The old processes were started again as they ran (%s, in %s).' % (argv[1], argv[5])
 
     def check_home(self, name):

@@ -363,7 +363,15 @@ def test_rehome_in_fork_mode_starts_the_old_processes_again_when_the_new_ones_fa
     assert_clear_failure(result, "app 'solo'", 'The old processes were started again as they ran',
                          os.path.join(hand, 'server.js'))
     assert result['changed'] is True
-    # Serving again as the operator had started it: its script, its directory, its environment.
-    assert get_json(app_dir['solo_port'])['version'] == 'by-hand'
+    # Serving again as the operator had started it: its script, its directory, its environment (stable by the time
+    # the task ends; listening a moment later).
+    answer = None
+    for dummy in range(50):
+        try:
+            answer = get_json(app_dir['solo_port'])
+            break
+        except OSError:
+            time.sleep(0.1)
+    assert answer and answer['version'] == 'by-hand', answer
     assert [p['pm2_env']['pm_exec_path'] for p in jlist(app_dir['home'])] == [os.path.join(hand, 'server.js')]
     assert secret not in json.dumps(result), 'the old environment went through the command line or the result'
