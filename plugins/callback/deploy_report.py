@@ -234,12 +234,14 @@ def checklist(record):
         ('Running now', record.get('running_version') or '(unknown)'),
         ('Outcome', record.get('status') or 'unknown'),
         ('Approved by', record.get('approved_by') or '(no approval recorded)'),
+        ('Change ticket', record.get('ticket') or '(none)'),
         ('Total deployment time', _duration(record.get('duration_s'))),
         ('Database phase time (backup + migrations)', _duration(phases['database']['duration_s']) if 'database' in phases else 'n/a'),
         ('Migrations applied', str(len(migrations))),
         ('Backend phase time (rolling reload)', _duration(phases['backends']['duration_s']) if 'backends' in phases else 'n/a'),
         ('Smoke test success rate', 'n/a' if rate is None else '%s%%' % rate),
-        ('Rollback required', ('yes: ' + (rollback.get('why') or 'see failure')) if rollback.get('taken') else 'no'),
+        ('Rollback required', 'this run is the ad-hoc rollback (playbooks/rollback.yml)' if record.get('kind') == 'rollback'
+         else ('yes: ' + (rollback.get('why') or '(no reason recorded)')) if rollback.get('taken') else 'no'),
     ]
 
 
@@ -284,13 +286,16 @@ def build_record(facts, tasks, smoke, meta, secrets=()):
             'why': (failure or {}).get('message') if failure else None,
             'status': (phases.get('rollback') or {}).get('status'),
             'result': facts.get('rollback_result') or entry.get('rollback'),
-            'smoke': smoke_summary([s for s in smoke or [] if s.get('phase') == 'rollback']),
+            'smoke': smoke_summary([s for s in smoke or [] if s.get('phase') == 'rollback' and not _is_rollout_gate(s)]),
         },
         'backup': entry.get('backup') or facts.get('backup_taken'),
         'migrations': facts.get('migrate_result') or ({'applied': entry.get('migrations')} if entry.get('migrations') else None),
         # The deployment's smoke tests, and the ones the rollback ran on what it rolled back to.
-        'smoke': smoke_summary([s for s in smoke or [] if s.get('phase') != 'rollback' or rolled_back_only],
-                               entry.get('smoke_passed')),
+        # A flag rollout's health gate runs smoke_test too (the flags role): it is not the smoke test, and each
+        # host's last smoke_test would otherwise be the gate's one or two checks.
+        'smoke': smoke_summary([s for s in smoke or [] if (s.get('phase') != 'rollback' or rolled_back_only)
+                                and not _is_rollout_gate(s)], entry.get('smoke_passed')),
+        'rollout_health_checks': smoke_summary([s for s in smoke or [] if _is_rollout_gate(s)]),
         'watch': facts.get('watch_result'),
         'preflight': facts.get('preflight_report'),
         'flags_changed': facts.get('flags_changed') or [],
@@ -305,6 +310,10 @@ def build_record(facts, tasks, smoke, meta, secrets=()):
 
 def record_kind_is_rollback(entry, facts):
     return (entry.get('kind') or facts.get('runbook_kind')) == 'rollback'
+
+
+def _is_rollout_gate(run):
+    return (run.get('role') or '').split('.')[-1] == 'flags'
 
 
 def smoke_summary(runs, passed=None):
@@ -537,7 +546,8 @@ class CallbackModule(CallbackBase):
             if name in facts:
                 self.facts[name] = facts[name]
         if task.action in SMOKE_ACTIONS and ('summary' in data or 'checks' in data):
-            self.smoke.append({'host': host, 'phase': self._open_phase(), 'summary': data.get('summary') or {},
+            role = task._role.get_name() if getattr(task, '_role', None) else ''
+            self.smoke.append({'host': host, 'phase': self._open_phase(), 'role': role, 'summary': data.get('summary') or {},
                                'msg': data.get('msg') or '',
                                'checks': [{'name': c.get('name'), 'passed': c.get('passed'), 'skipped': c.get('skipped')}
                                           for c in data.get('checks') or [] if isinstance(c, dict)]})

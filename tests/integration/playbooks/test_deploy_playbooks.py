@@ -351,6 +351,8 @@ def _check_success_report(env, entry, result, elapsed, history_bucket):
     assert record['backup']['s3_uri'] == entry['backup']['s3_uri'] and record['backup']['sha256']
     assert record['migrations']['applied'] == entry['migrations'] and len(entry['migrations']) >= 2, record['migrations']
     assert record['smoke']['passed'] is True and record['smoke']['success_rate'] == 100.0, record['smoke']
+    # The inventory's three smoke checks, not the flag rollout's health gate that ran after them (issue 17).
+    assert record['smoke']['checks_counted'] == 3 and record['rollout_health_checks']['passed'] is True, record
     assert record['watch'], record
     assert record['rollback']['taken'] is False and record['failure'] is None
     assert any(c['task'].startswith('runbook.deploy.backend') or 'release' in c['task'].lower() for c in record['changed'])

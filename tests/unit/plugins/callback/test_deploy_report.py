@@ -130,3 +130,32 @@ def test_html_escapes_what_the_run_says():
     record = _record(failure={'phase': 'backends', 'host': 'app1', 'message': '<script>alert(1)</script>'})
     page = report.render_html(record)
     assert '<script>' not in page and '&lt;script&gt;' in page
+
+
+def test_a_flag_rollouts_health_gate_is_not_counted_as_the_smoke_test():
+    """The rollout's health gate (smoke_test run by the flags role after the smoke test) used to be each host's last
+    smoke_test result: the report then showed its 1 check of 1 instead of the smoke test's 3."""
+    history = {'environment': 'staging', 'version': 'v2', 'run_id': 'r1', 'kind': 'deploy', 'status': 'succeeded',
+               'hosts': ['app1', 'app2'], 'duration_s': 75.0, 'phases': {'backends': _phase(41, 60),
+                                                                           'release': _phase(61, 70)}}
+    facts = {'runbook_run_id': 'r1', 'runbook_started_epoch': str(START), 'deployment_history_entry': history}
+    three = {'summary': {'total': 3, 'passed': 3, 'failed': 0, 'skipped': 0},
+             'checks': [{'name': n, 'passed': True} for n in ('health', 'cases API', 'metrics')]}
+    gate = {'summary': {'total': 1, 'passed': 1, 'failed': 0, 'skipped': 0}, 'checks': [{'name': 'health', 'passed': True}]}
+    smoke = [dict(three, host='app1', phase='backends', role='runbook.deploy.smoke'),
+             dict(three, host='app2', phase='backends', role='runbook.deploy.smoke'),
+             dict(gate, host='app1', phase='release', role='runbook.deploy.flags'),
+             dict(gate, host='app1', phase='release', role='runbook.deploy.flags')]
+    record = report.build_record(facts, [], smoke, {'playbook': 'deploy_staging.yml'})
+    assert (record['smoke']['checks_passed'], record['smoke']['checks_counted']) == (6, 6), record['smoke']
+    assert record['smoke']['hosts']['app1']['counted'] == 3
+    assert record['rollout_health_checks']['checks_counted'] == 1 and record['rollout_health_checks']['passed'] is True
+
+
+def test_the_log_names_the_ticket_and_an_ad_hoc_rollback_for_what_it_is():
+    items = dict(report.checklist(_record(ticket='CHG-1234')))
+    assert items['Change ticket'] == 'CHG-1234'
+    # The ad-hoc rollback's own report used to say "Rollback required: yes: see failure", with no failure to see.
+    items = dict(report.checklist(_record(kind='rollback', status='succeeded', failure=None)))
+    assert items['Rollback required'] == 'this run is the ad-hoc rollback (playbooks/rollback.yml)'
+    assert items['Change ticket'] == '(none)'
