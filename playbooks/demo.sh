@@ -20,7 +20,12 @@ export RUNBOOK_REPO="$repo"
 export ANSIBLE_CALLBACKS_ENABLED=runbook.deploy.deploy_report
 if [[ -t 1 ]]; then export ANSIBLE_FORCE_COLOR=1; fi
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Bold headings on a terminal only: a CI log or a file gets plain text.
+if [[ -t 1 ]]; then
+    step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+    step() { printf '\n== %s\n' "$*"; }
+fi
 step "preparing both local environments (databases, buckets, CloudFront distributions)"
 ansible-playbook -i inventories/local playbooks/local_sample_app.yml
 ansible-playbook -i inventories/local-production playbooks/local_sample_app.yml
