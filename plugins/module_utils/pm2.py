@@ -37,6 +37,8 @@ const out = apps.map((app) => ({
   exec_mode: app.exec_mode || app.execMode || null,
   instances: app.instances === undefined ? 1 : app.instances,
   envs: Object.keys(app).filter((k) => k.startsWith('env_')).map((k) => k.slice(4)),
+  instances_given: app.instances === undefined ? null : app.instances,
+  interpreter: app.interpreter || app.exec_interpreter || null,
   cwd: typeof app.cwd === 'string' ? app.cwd : null,
   script: typeof app.script === 'string' ? app.script : null,
 }));
@@ -105,7 +107,8 @@ def json_ecosystem(path):
     apps = config.get('apps', config) if isinstance(config, dict) else config
     apps = apps if isinstance(apps, list) else [apps]
     return dict(apps=[dict(name=a.get('name'), exec_mode=a.get('exec_mode'), instances=a.get('instances', 1),
-                           envs=[k[4:] for k in a if k.startswith('env_')], cwd=a.get('cwd'), script=a.get('script'))
+                           envs=[k[4:] for k in a if k.startswith('env_')], cwd=a.get('cwd'), script=a.get('script'),
+                           instances_given=a.get('instances'), interpreter=a.get('interpreter') or a.get('exec_interpreter'))
                       for a in apps],
                 deploy_envs=list(config.get('deploy', {})) if isinstance(config, dict) else [])
 
@@ -161,22 +164,45 @@ def runs_elsewhere(proc, cwd, script):
 # What PM2 adds to an app's recorded environment; the rest is what the app was started with.
 _PM2_ENV_KEYS = ('unique_id', 'PM2_HOME', 'PM2_USAGE', 'PM2_INTERACTOR_PROCESSING', 'PM2_JSON_PROCESSING',
                  'NODE_APP_INSTANCE', 'pm_id', '_')
+# Settings of a process as PM2 records them (pm2 jlist's pm2_env) -> the ecosystem option that sets them.
+_RESTART_KEYS = dict(
+    (k, k) for k in ('name', 'namespace', 'args', 'node_args', 'interpreter_args', 'exec_mode', 'max_memory_restart',
+                     'kill_timeout', 'listen_timeout', 'wait_ready', 'autorestart', 'max_restarts', 'min_uptime',
+                     'restart_delay', 'exp_backoff_restart_delay', 'merge_logs', 'log_date_format', 'cron_restart',
+                     'time', 'source_map_support', 'treekill', 'shutdown_with_message', 'stop_exit_codes',
+                     'instance_var', 'filter_env', 'watch', 'ignore_watch'))
+_RESTART_KEYS.update(pm_exec_path='script', pm_cwd='cwd', exec_interpreter='interpreter', pm_out_log_path='out_file',
+                     pm_err_log_path='error_file', pm_pid_path='pid_file')
 
 
-def start_argv(proc):
-    """How to start a process again as it ran (its script, cwd, name, mode, instances and Node arguments), and
-    the environment it ran with, to hand to pm2 as its own environment (never on the command line)."""
-    env = proc.get('pm2_env', {})
-    name = env.get('name') or proc.get('name')
-    argv = ['start', env.get('pm_exec_path'), '--name', name, '--cwd', env.get('pm_cwd')]
-    if mode_of(proc) == 'cluster':
-        argv += ['-i', str(env.get('instances') or 1)]
-    node_args = env.get('node_args') or []
-    if node_args:
-        argv += ['--node-args', ' '.join(node_args)]
-    app_env = dict((k, v) for k, v in (env.get('env') or {}).items()
-                   if k not in _PM2_ENV_KEYS and k != name and isinstance(v, str))
-    return argv, app_env
+def restart_config(instances):
+    """An ecosystem app that starts a process again as it ran: its script, cwd, interpreter and their arguments,
+    mode, instance count, logs, restart policy and environment, from what PM2 recorded of it (pm2 jlist)."""
+    env = instances[0].get('pm2_env', {})
+    config = dict((option, env[key]) for key, option in _RESTART_KEYS.items() if env.get(key) not in (None, ''))
+    if mode_of(instances[0]) == 'cluster':
+        config['instances'] = len(instances)
+    name = config.get('name')
+    config['env'] = dict((k, v) for k, v in (env.get('env') or {}).items()
+                         if k not in _PM2_ENV_KEYS and k != name and isinstance(v, str))
+    return config
+
+
+def is_cluster(app):
+    """Whether PM2 runs an ecosystem app in cluster mode (its Common.sink.determineExecMode): as its exec_mode says,
+    else when it sets instances and runs on Node (or Bun)."""
+    mode = app.get('exec_mode') or ''
+    if mode:
+        return mode.startswith('cluster')
+    instances = app.get('instances_given')
+    if instances is None or isinstance(instances, bool):
+        return False
+    if not (instances == 'max' or (isinstance(instances, int) and (instances >= 1 or instances in (0, -1)))):
+        return False
+    interpreter = os.path.basename(app.get('interpreter') or '')
+    if interpreter:
+        return interpreter.endswith(('node', 'bun'))
+    return os.path.splitext(app.get('script') or '')[1] in ('', '.js', '.cjs', '.mjs')
 
 
 def daemon_running(pm2_home):

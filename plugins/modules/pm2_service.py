@@ -446,42 +446,66 @@ class Pm2Service(object):
         temporary app that serves beside the old processes, in fork mode by deleting and starting it."""
         bridge = name + pm2lib.REHOME_SUFFIX
         old = pm2lib.instances_of(procs, name)
-        bridged = [i for i in pm2lib.instances_of(procs, bridge) if i.get('pm2_env', {}).get('status') == pm2lib.ONLINE]
-        cluster_app = (self.app(name).get('exec_mode') or '').startswith('cluster')
-        if cluster_app and all(pm2lib.mode_of(i) == 'cluster' for i in old):
-            if not bridged:
+        bridges = pm2lib.instances_of(procs, bridge)
+        if pm2lib.is_cluster(self.app(name)) and all(pm2lib.mode_of(i) == 'cluster' for i in old):
+            self.rehome_cluster(name, bridge, old, bridges)
+        else:
+            if old:
+                self.module.warn("'%s' is moved in fork mode: two processes cannot share its port, so it is stopped and "
+                                 "started again (a gap as long as its start); exec_mode cluster moves it without one" % name)
+            self.rehome_fork(name, bridge, old, bridges)
+        self.check_home(name)
+
+    def rehome_cluster(self, name, bridge, old, bridges):
+        cwd, script = self.home_of(name)
+        # A re-run after an interruption between the start under its own name and the temporary app's delete.
+        home = old and all(i.get('pm2_env', {}).get('status') == pm2lib.ONLINE
+                           and not pm2lib.runs_elsewhere(i, cwd, script) for i in old)
+        if not home:
+            if not [i for i in bridges if i.get('pm2_env', {}).get('status') == pm2lib.ONLINE]:
                 try:
+                    if bridges:
+                        self.run_in_cwd([self.pm2, 'delete', bridge], 'pm2 delete %s' % bridge)
                     self.start_renamed(name, bridge)
                     self.wait_stable([bridge], as_app={bridge: name})
                 except (pm2lib.Pm2Error, CommandError) as exc:
                     self.delete_quietly(bridge)
                     raise pm2lib.Pm2Error('%s Nothing was moved: the old processes of %s still serve.' % (exc, name))
-            cwd, script = self.home_of(name)
-            # A re-run after an interruption between the start under its own name and the temporary app's delete.
-            home = old and all(i.get('pm2_env', {}).get('status') == pm2lib.ONLINE
-                               and not pm2lib.runs_elsewhere(i, cwd, script) for i in old)
-            if old and not home:
-                self.run_in_cwd([self.pm2, 'delete', name], 'pm2 delete %s' % name)
-            try:
-                if not home:
-                    self.pm2_cmd('start', name)
-                self.wait_stable([name])
-            except (pm2lib.Pm2Error, CommandError) as exc:
-                self.delete_quietly(name)
-                raise pm2lib.Pm2Error('%s The new release serves under the temporary name %s; run the task again '
-                                      'once the cause is fixed, to finish the move.' % (exc, bridge))
-            self.run_in_cwd([self.pm2, 'delete', bridge], 'pm2 delete %s' % bridge)
-        else:
             if old:
+                # Stopped, not deleted: the temporary app alone answers, so ready_url tells whether the new release
+                # works; if it does not, the old processes start again exactly as they ran (PM2 keeps their settings).
+                self.run_in_cwd([self.pm2, 'stop', name], 'pm2 stop %s' % name)
+                if self.p['ready_url']:
+                    try:
+                        self.wait_ready(time.time() + self.p['timeout'], names=[bridge])
+                    except pm2lib.Pm2Error as exc:
+                        self.runner.run([self.pm2, 'restart', name], env=self.env, cwd=self.cwd)
+                        self.delete_quietly(bridge)
+                        raise pm2lib.Pm2Error('%s Nothing was moved: the old processes of %s were started again.'
+                                              % (exc, name))
                 self.run_in_cwd([self.pm2, 'delete', name], 'pm2 delete %s' % name)
             try:
                 self.pm2_cmd('start', name)
                 self.wait_stable([name])
             except (pm2lib.Pm2Error, CommandError) as exc:
-                raise pm2lib.Pm2Error('%s %s' % (exc, self.restore(name, old)))
-            if bridged:
-                self.run_in_cwd([self.pm2, 'delete', bridge], 'pm2 delete %s' % bridge)
-        self.check_home(name)
+                self.delete_quietly(name)
+                raise pm2lib.Pm2Error('%s The new release serves under the temporary name %s; run the task again '
+                                      'once the cause is fixed, to finish the move.' % (exc, bridge))
+        if bridges or not home:
+            self.run_in_cwd([self.pm2, 'delete', bridge], 'pm2 delete %s' % bridge)
+
+    def rehome_fork(self, name, bridge, old, bridges):
+        if bridges:
+            self.run_in_cwd([self.pm2, 'delete', bridge], 'pm2 delete %s' % bridge)
+        if old:
+            self.run_in_cwd([self.pm2, 'delete', name], 'pm2 delete %s' % name)
+        try:
+            self.pm2_cmd('start', name)
+            self.wait_stable([name])
+            if self.p['ready_url']:
+                self.wait_ready(time.time() + self.p['timeout'])
+        except (pm2lib.Pm2Error, CommandError) as exc:
+            raise pm2lib.Pm2Error('%s %s' % (exc, self.restore(name, old)))
 
     def start_renamed(self, name, new_name):
         """pm2 start the ecosystem's app under another name, through a wrapper ecosystem that requires the real one
@@ -505,21 +529,24 @@ class Pm2Service(object):
         self.runner.run([self.pm2, 'delete', name], env=self.env, cwd=self.cwd)
 
     def restore(self, name, old):
-        """Start an app's old processes again as they ran, after its start from the ecosystem failed in fork mode."""
+        """Start an app's old processes again as they ran, after its start from the ecosystem failed in fork mode:
+        their settings as PM2 recorded them, handed to `pm2 start -` on its standard input (the environment holds
+        the app's secrets: never a command line, never a file)."""
         if not old:
             return 'It did not run before.'
         self.delete_quietly(name)
-        argv, app_env = pm2lib.start_argv(old[0])
-        # The app's own environment reaches pm2 as its environment, never its command line.
-        rc, out, err = self.runner.run([self.pm2] + argv, env=dict(app_env, **self.env), cwd=self.cwd)
+        config = pm2lib.restart_config(old)
+        rc, out, err = self.runner.run([self.pm2, 'start', '-'], env=self.env, cwd=self.cwd,
+                                       data=json.dumps({'apps': [config]}))
+        where = '%s in %s' % (config.get('script'), config.get('cwd'))
         if rc != 0:
-            return ('Starting the old processes again (pm2 %s) failed too: %s. %s is not running.'
-                    % (' '.join(argv), pm2lib.last_lines(err or out), name))
+            return ('Starting the old processes again (%s) failed too: %s. %s is not running.'
+                    % (where, pm2lib.last_lines(err or out), name))
         try:
             self.wait_stable([name])
         except pm2lib.Pm2Error as exc:
-            return 'The old processes were started again as they ran (%s, in %s), but: %s' % (argv[1], argv[5], exc)
-        return 'The old processes were started again as they ran (%s, in %s).' % (argv[1], argv[5])
+            return 'The old processes were started again as they ran (%s), but: %s' % (where, exc)
+        return 'The old processes were started again as they ran (%s).' % where
 
     def check_home(self, name):
         cwd, script = self.home_of(name)
@@ -583,7 +610,7 @@ class Pm2Service(object):
                 os.path.join(self.pm2_home, 'pm2.log'), early)
         return '(empty)'
 
-    def wait_ready(self, deadline):
+    def wait_ready(self, deadline, names=None):
         url = self.p['ready_url']
         last = 'no answer'
         while True:
@@ -605,7 +632,7 @@ class Pm2Service(object):
                 # The app's own words (a database it cannot reach, a module it cannot load) are in its error log.
                 procs = self.jlist()
                 logs = ''
-                for name in self.p['name']:
+                for name in names or self.p['name']:
                     mine = pm2lib.instances_of(procs, name)
                     if mine:
                         logs += "\nLast lines of %s's error log:\n%s" % (name, self.error_log(mine))
@@ -634,10 +661,11 @@ class Pm2Service(object):
         if changed and not self.module.check_mode:
             started = time.time()
             self.apply(actions, before)
-            waiting = [n for n, a in actions.items() if a in ('start', 'restart', 'reload', 'rehome')]
+            # A moved app was waited for in its move, its readiness included.
+            waiting = [n for n, a in actions.items() if a in ('start', 'restart', 'reload')]
             after = self.wait_stable(waiting) if waiting else self.jlist()
-            if waiting and self.p['ready_url']:
-                self.wait_ready(started + self.p['timeout'])
+            if self.p['ready_url'] and (waiting or 'rehome' in actions.values()):
+                self.wait_ready(max(started + self.p['timeout'], time.time() + 5))
             self.warn_stale_paths(after, waiting)
             if self.p['save']:
                 self.run_in_cwd([self.pm2, 'save', '--force'], 'pm2 save')

@@ -310,6 +310,19 @@ def hand_installed(stack):
                                               stack['RUNBOOK_PG_HOST'], stack['RUNBOOK_PG_PORT'], env.db)
         with open(os.path.join(env.install, '.env'), 'w') as handle:
             handle.write('PORT=%d\nDATABASE_URL=%s\n' % (env.port, url))
+        # What the install keeps beside its code: a logs directory, and uploads linked to a data disk.
+        os.makedirs(os.path.join(env.install, 'logs'))
+        with open(os.path.join(env.install, 'logs', 'app.log'), 'w') as handle:
+            handle.write('written by the install\n')
+        os.makedirs(os.path.join(env.root, 'data', 'uploads'))
+        open(os.path.join(env.root, 'data', 'uploads', 'photo.jpg'), 'w').close()
+        os.symlink(os.path.join(env.root, 'data', 'uploads'), os.path.join(env.install, 'uploads'))
+        host_vars_file = os.path.join(env.inventory, 'host_vars', 'app1.example.internal.yml')
+        with open(host_vars_file) as handle:
+            host_vars = yaml.safe_load(handle)
+        host_vars['backend_shared_dirs'] = ['logs', 'uploads']
+        with open(host_vars_file, 'w') as handle:
+            handle.write('---\n' + yaml.safe_dump(host_vars, sort_keys=False))
         os.chmod(os.path.join(env.install, '.env'), 0o600)
         # `npx prisma migrate deploy`, done by the module's own engine (this machine has no Prisma engine binaries);
         # the password reaches it as libpq's PGPASSWORD, not on the command line.
@@ -341,6 +354,11 @@ class TestAdoptingAnInstallDeployedByHand(object):
         rc, output = env.play('adopt.yml', runbook_version='v2', backend_adopt_from=env.install)
         assert rc != 0
         assert 'is a checkout of tag v1, not v2 (runbook_version)' in output, output[-4000:]
+        # An app name PM2 does not run (another PM2_HOME, another user, a typo) is not taken for "nothing to move".
+        rc, output = env.play('adopt.yml', runbook_version='v1', backend_adopt_from=env.install,
+                              backend_pm2_apps=['notes-api', 'notes-worker'])
+        assert rc != 0
+        assert 'No process of notes-worker runs in the PM2 of %s' % env.pm2_home in output, output[-4000:]
         assert not os.path.exists(env.deploy_to)
         assert env.scripts() == [os.path.join(env.install, 'src', 'index.js')]
 
@@ -363,6 +381,11 @@ class TestAdoptingAnInstallDeployedByHand(object):
         assert os.readlink(os.path.join(env.deploy_to, 'releases', 'v1', '.env')) == \
             os.path.join(env.deploy_to, 'shared', '.env')
         assert env.get('/notes') == (200, '[]')
+        # The install's own directories are shared now: its logs copied, its uploads link moved as the link it is.
+        shared = os.path.join(env.deploy_to, 'shared')
+        assert open(os.path.join(shared, 'logs', 'app.log')).read() == 'written by the install\n'
+        assert os.readlink(os.path.join(shared, 'uploads')) == os.path.join(env.root, 'data', 'uploads')
+        assert os.path.exists(os.path.join(env.deploy_to, 'current', 'uploads', 'photo.jpg'))
         assert env.history()[-1] == ('adopt', 'v1', 'succeeded')
         assert os.path.isfile(os.path.join(env.install, 'src', 'index.js')), 'the install is left as it was'
         assert OWNER_PASSWORD not in output

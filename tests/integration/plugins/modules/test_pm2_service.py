@@ -25,6 +25,8 @@ ECOSYSTEM = """module.exports = {
      env: {PORT: %(api_port)d, APP_VERSION: 'v1', SECRET_TOKEN: 'never-return-me'},
      env_production: {APP_VERSION: 'v1-production'}},
     {name: 'solo', script: './server.js', env: {PORT: %(solo_port)d, APP_VERSION: 'solo'}},
+    // No exec_mode: PM2 runs a Node script with instances in cluster mode.
+    {name: 'multi', script: './server.js', instances: 2, env: {PORT: %(multi_port)d, APP_VERSION: 'multi'}},
     {name: 'worker', script: './worker.js'},
     {name: 'crasher', script: './crash.js', min_uptime: 1000, max_restarts: 50, restart_delay: 100},
     // Node itself refuses to start it: a relative --env-file is read from the daemon's directory in cluster mode.
@@ -40,7 +42,7 @@ def app_dir(tmp_path):
     """The sample apps and an ecosystem with free ports, and a private PM2 daemon killed afterwards."""
     directory = tmp_path / 'app'
     shutil.copytree(FIXTURES, directory)
-    ports = dict(api_port=free_port(), solo_port=free_port())
+    ports = dict(api_port=free_port(), solo_port=free_port(), multi_port=free_port())
     (directory / 'ecosystem.config.js').write_text(ECOSYSTEM % ports)
     # PM2's unix sockets need a short path.
     home = tempfile.mkdtemp(prefix='pm2-', dir='/tmp')
@@ -305,34 +307,48 @@ class Load(object):
 
 
 def test_rehome_moves_hand_started_apps_onto_the_ecosystem_without_dropping_a_request(pm2, app_dir, tmp_path):
-    hand = hand_start(app_dir, tmp_path, 'server.js', '--name', 'api', '-i', '2',
-                      PORT=str(app_dir['api_port']), APP_VERSION='by-hand')
+    # 'multi' gives instances but no exec_mode: PM2 runs it in cluster mode, so it moves without a gap too.
+    hand = hand_start(app_dir, tmp_path, 'server.js', '--name', 'multi', '-i', '2',
+                      PORT=str(app_dir['multi_port']), APP_VERSION='by-hand')
     hand_start(app_dir, tmp_path, 'worker.js', '--name', 'worker')
-    assert get_json(app_dir['api_port'])['version'] == 'by-hand'
+    assert get_json(app_dir['multi_port'])['version'] == 'by-hand'
     # Without rehome, a reload keeps the hand checkout's paths (PM2 keeps cwd and script across reloads).
-    check = pm2(check=True, name=['api', 'worker'], rehome=True)
-    assert check['changed'] is True and check['actions'] == {'api': 'rehome', 'worker': 'rehome'}, check
-    assert check['rehomed'] == {'api': os.path.join(hand, 'server.js'), 'worker': os.path.join(hand, 'worker.js')}
+    check = pm2(check=True, name=['multi', 'worker'], rehome=True)
+    assert check['changed'] is True and check['actions'] == {'multi': 'rehome', 'worker': 'rehome'}, check
+    assert check['rehomed'] == {'multi': os.path.join(hand, 'server.js'), 'worker': os.path.join(hand, 'worker.js')}
     assert {p['pm2_env']['pm_exec_path'] for p in jlist(app_dir['home'])} == {
         os.path.join(hand, 'server.js'), os.path.join(hand, 'worker.js')}, 'check mode moved something'
 
-    with Load(app_dir['api_port']) as load:
-        result = pm2(name=['api', 'worker'], rehome=True, ready_url='http://127.0.0.1:%d/' % app_dir['api_port'])
-    assert result['changed'] is True and result['actions'] == {'api': 'rehome', 'worker': 'rehome'}, result
+    with Load(app_dir['multi_port']) as load:
+        result = pm2(name=['multi', 'worker'], rehome=True, ready_url='http://127.0.0.1:%d/' % app_dir['multi_port'])
+    assert result['changed'] is True and result['actions'] == {'multi': 'rehome', 'worker': 'rehome'}, result
     assert load.failures == [] and load.answers > 10, (load.answers, load.failures[:3])
     procs = jlist(app_dir['home'])
     assert sorted((p['name'], p['pm2_env']['pm_exec_path']) for p in procs) == [
-        ('api', os.path.join(app_dir['path'], 'server.js')), ('api', os.path.join(app_dir['path'], 'server.js')),
+        ('multi', os.path.join(app_dir['path'], 'server.js')), ('multi', os.path.join(app_dir['path'], 'server.js')),
         ('worker', os.path.join(app_dir['path'], 'worker.js'))], 'no temporary app is left behind'
-    assert get_json(app_dir['api_port'])['version'] == 'v1', 'the ecosystem env serves'
-    # Cluster mode went through the temporary app; fork mode was deleted and started.
+    assert get_json(app_dir['multi_port'])['version'] == 'multi', 'the ecosystem env serves'
+    # Cluster mode went through the temporary app, the old processes stopped while it alone answered; fork mode
+    # was deleted and started, and says so.
     commands = [c.split(' ', 1)[1] for c in result['executed_commands'] if c.startswith(PM2) and ' jlist' not in c]
-    assert commands[0].startswith('start ') and '--only api-rehoming' in commands[0], commands
-    assert commands[1:] == ['delete api', 'start %s --only api' % app_dir['ecosystem'], 'delete api-rehoming',
-                            'delete worker', 'start %s --only worker' % app_dir['ecosystem']], commands
+    assert commands[0].startswith('start ') and '--only multi-rehoming' in commands[0], commands
+    assert commands[1:] == ['stop multi', 'delete multi', 'start %s --only multi' % app_dir['ecosystem'],
+                            'delete multi-rehoming', 'delete worker', 'start %s --only worker' % app_dir['ecosystem']], commands
+    assert [w for w in result['warnings'] if 'moved in fork mode' in w and "'worker'" in w], result['warnings']
 
-    again = pm2(name=['api', 'worker'], rehome=True)
-    assert again['changed'] is False and again['actions'] == {'api': 'none', 'worker': 'none'} and again['rehomed'] == {}
+    again = pm2(name=['multi', 'worker'], rehome=True)
+    assert again['changed'] is False and again['actions'] == {'multi': 'none', 'worker': 'none'} and again['rehomed'] == {}
+
+
+def test_rehome_puts_the_old_processes_back_when_the_new_release_is_not_ready(pm2, app_dir, tmp_path):
+    hand = hand_start(app_dir, tmp_path, 'server.js', '--name', 'api', '-i', '2',
+                      PORT=str(app_dir['api_port']), APP_VERSION='by-hand')
+    result = pm2(name=['api'], rehome=True, ready_url='http://127.0.0.1:%d/' % free_port(), timeout=3)
+    assert_clear_failure(result, 'did not answer 2xx', 'Nothing was moved: the old processes of api were started again')
+    procs = jlist(app_dir['home'])
+    assert sorted((p['name'], p['pm2_env']['status'], p['pm2_env']['pm_exec_path']) for p in procs) == [
+        ('api', 'online', os.path.join(hand, 'server.js'))] * 2
+    assert get_json(app_dir['api_port'])['version'] == 'by-hand'
 
 
 def test_rehome_finishes_a_move_an_interrupted_run_left_half_done(pm2, app_dir, tmp_path):
@@ -353,15 +369,15 @@ def test_rehome_finishes_a_move_an_interrupted_run_left_half_done(pm2, app_dir, 
 
 def test_rehome_in_fork_mode_starts_the_old_processes_again_when_the_new_ones_fail(pm2, app_dir, tmp_path):
     secret = 'hand-%s' % uuid.uuid4().hex[:10]
-    hand = hand_start(app_dir, tmp_path, 'server.js', '--name', 'solo', PORT=str(app_dir['solo_port']),
-                      APP_VERSION='by-hand', HAND_SECRET=secret)
+    hand = hand_start(app_dir, tmp_path, 'server.js', '--name', 'solo', '--max-memory-restart', '300M', '--',
+                      'an-argument', PORT=str(app_dir['solo_port']), APP_VERSION='by-hand', HAND_SECRET=secret)
     broken = os.path.join(app_dir['path'], 'broken.config.js')
     with open(broken, 'w') as handle:
         handle.write("module.exports = {apps: [{name: 'solo', script: './crash.js', min_uptime: 1000, "
                      "max_restarts: 3, restart_delay: 100}]};\n")
     result = pm2(name=['solo'], ecosystem=broken, rehome=True, timeout=15)
     assert_clear_failure(result, "app 'solo'", 'The old processes were started again as they ran',
-                         os.path.join(hand, 'server.js'))
+                         '%s in %s' % (os.path.join(hand, 'server.js'), hand))
     assert result['changed'] is True
     # Serving again as the operator had started it: its script, its directory, its environment (stable by the time
     # the task ends; listening a moment later).
@@ -373,5 +389,7 @@ def test_rehome_in_fork_mode_starts_the_old_processes_again_when_the_new_ones_fa
         except OSError:
             time.sleep(0.1)
     assert answer and answer['version'] == 'by-hand', answer
-    assert [p['pm2_env']['pm_exec_path'] for p in jlist(app_dir['home'])] == [os.path.join(hand, 'server.js')]
+    restored = jlist(app_dir['home'])
+    assert [(p['pm2_env']['pm_exec_path'], p['pm2_env']['pm_cwd'], p['pm2_env']['args'], p['pm2_env']['max_memory_restart'])
+            for p in restored] == [(os.path.join(hand, 'server.js'), hand, ['an-argument'], 300 * 1024 * 1024)], restored
     assert secret not in json.dumps(result), 'the old environment went through the command line or the result'

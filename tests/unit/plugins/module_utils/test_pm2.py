@@ -135,3 +135,35 @@ def test_early_output_is_only_this_runs_part_of_the_log(tmp_path):
         handle.write('node: bad option: --inspekt\n')
     assert pm2.early_output(str(tmp_path), since=start) == 'node: bad option: --inspekt'
     assert pm2.log_size(str(tmp_path / 'none')) == 0
+
+
+@pytest.mark.parametrize('app,cluster', [
+    ({'exec_mode': 'cluster', 'script': 'a.js'}, True),
+    ({'exec_mode': 'cluster_mode', 'script': 'a.js'}, True),
+    ({'exec_mode': 'fork', 'instances_given': 4, 'script': 'a.js'}, False),
+    # PM2's determineExecMode: instances without exec_mode runs a Node script in cluster mode.
+    ({'instances_given': 2, 'script': 'server.js'}, True),
+    ({'instances_given': 'max', 'script': 'server.js'}, True),
+    ({'instances_given': 0, 'script': 'server.js'}, True),
+    ({'instances_given': None, 'script': 'server.js'}, False),
+    ({'instances_given': 2, 'script': 'run.sh', 'interpreter': 'bash'}, False),
+    ({'instances_given': 2, 'script': 'app', 'interpreter': '/usr/local/bin/node'}, True),
+])
+def test_is_cluster_follows_pm2s_own_rule(app, cluster):
+    assert pm2.is_cluster(app) is cluster
+
+
+def test_restart_config_is_the_process_as_pm2_recorded_it_without_pm2s_own_variables():
+    proc = {'name': 'solo', 'pm2_env': {
+        'name': 'solo', 'pm_exec_path': '/srv/hand/server.js', 'pm_cwd': '/srv/hand', 'args': ['--port', '4000'],
+        'node_args': ['--max-old-space-size=256', '--env-file=/srv/hand/.env'], 'exec_interpreter': 'node',
+        'exec_mode': 'fork_mode', 'instances': 1, 'max_memory_restart': 268435456, 'pm_out_log_path': '/l/out.log',
+        'pm_err_log_path': '/l/err.log', 'pm_id': 3, 'status': 'online', 'restart_time': 7,
+        'env': {'PORT': '4000', 'SECRET': 's3cr3t', 'solo': '{}', 'unique_id': 'u', 'PM2_HOME': '/p', 'pm_id': '3'}}}
+    config = pm2.restart_config([proc])
+    assert config == {'name': 'solo', 'script': '/srv/hand/server.js', 'cwd': '/srv/hand', 'args': ['--port', '4000'],
+                      'node_args': ['--max-old-space-size=256', '--env-file=/srv/hand/.env'], 'interpreter': 'node',
+                      'exec_mode': 'fork_mode', 'max_memory_restart': 268435456, 'out_file': '/l/out.log',
+                      'error_file': '/l/err.log', 'env': {'PORT': '4000', 'SECRET': 's3cr3t'}}
+    cluster = dict(proc, pm2_env=dict(proc['pm2_env'], exec_mode='cluster_mode', instances=0))
+    assert pm2.restart_config([cluster, cluster, cluster])['instances'] == 3
