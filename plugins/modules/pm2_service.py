@@ -61,13 +61,17 @@ options:
         or script than the ecosystem gives it (an app started by hand in a git checkout, or one PM2 kept on an old
         release's path) onto the ecosystem's. PM2 keeps a process's cwd and script across reloads and restarts, so
         only deleting the app and starting it again moves it.
-      - In cluster mode, without downtime: the app is first started from the ecosystem under the temporary name
-        C(<name>-rehoming) beside the old processes (they share the port through PM2's cluster primary), the old
-        processes are deleted once it is stable, the app is started again under its own name, and the temporary
-        one is deleted.
+      - In cluster mode there is no downtime. The app is first started from the ecosystem under the temporary name
+        C(<name>-rehoming) beside the old processes (they share the port through PM2's cluster primary). Once it is
+        stable the old processes are stopped, so that O(ready_url) is answered by the new release alone; if it does
+        not answer in time, the old processes start again as they were and nothing is moved. Otherwise they are
+        deleted, the app is started again under its own name, and the temporary one is deleted.
+      - Cluster or fork is decided as PM2 decides it (C(exec_mode), else C(instances) on Node means cluster).
       - In fork mode two processes cannot listen on one port, so the old processes are deleted and the app is
-        started from the ecosystem (a gap as long as its start, like C(pm2 reload) in fork mode). When it does not
-        come up, the old processes are started again as they ran (script, cwd, Node arguments and environment).
+        started from the ecosystem (a gap as long as its start, like C(pm2 reload) in fork mode; the module warns).
+        When it does not become stable or answer O(ready_url), the old processes are started again from what PM2
+        recorded of them (script, cwd, interpreter and arguments, limits, logs, environment), handed to pm2 on its
+        standard input.
       - A run interrupted in the middle is finished by running the task again (a C(<name>-rehoming) app left
         behind is taken as the serving one).
       - Afterwards every process of the app must run from the ecosystem's cwd and script, or the task fails.
