@@ -454,8 +454,9 @@ class TestAFailedFirstDeploymentThenAnAwxJobThenAFailedSmokeTest(object):
         assert not os.path.exists(os.path.join(env.root, 'deploy', env.name, 'deploy.lock'))
 
     def test_the_playbooks_run_under_ansible_runner_with_extra_vars_and_report_the_job(self, shared_env, tmp_path, monkeypatch):
-        """As AWX runs a job template: ansible-runner, the extra vars it passes (with the job id and the launching user),
-        the deploy_report callback enabled. The report is named after the job and records who launched it."""
+        """As AWX runs a job template of the AWX kit: ansible-runner in the project (awx/), its wrapper playbook and
+        its ansible.cfg (which enables the deploy_report callback), the extra vars AWX passes (with the job id and the
+        launching user). The report is named after the job and records who launched it."""
         import ansible_runner
 
         env = shared_env
@@ -466,9 +467,10 @@ class TestAFailedFirstDeploymentThenAnAwxJobThenAFailedSmokeTest(object):
             if key.startswith(('RUNBOOK_', 'AWS_', 'ANSIBLE_')):
                 monkeypatch.setenv(key, value)
         extravars = dict(env.extra, runbook_version='v1.0.0', awx_job_id=4242, awx_user_name='dana')
-        run = ansible_runner.run(private_data_dir=str(private), playbook=os.path.join(REPO, 'playbooks', 'deploy_staging.yml'),
-                                 inventory=env.inventory, extravars=extravars, quiet=True,
-                                 envvars={'RUNBOOK_REPO': REPO, 'ANSIBLE_CALLBACKS_ENABLED': CALLBACK})
+        monkeypatch.delenv('ANSIBLE_CALLBACKS_ENABLED', raising=False)
+        run = ansible_runner.run(private_data_dir=str(private), project_dir=os.path.join(REPO, 'awx'),
+                                 playbook='deploy_staging.yml', inventory=env.inventory, extravars=extravars, quiet=True,
+                                 envvars={'RUNBOOK_REPO': REPO})
         assert run.status == 'successful' and run.rc == 0, run.stdout.read()[-6000:]
         assert env.health()['version'] == 'v1.0.0'
         entry = env.history()[-1]
