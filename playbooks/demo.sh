@@ -6,9 +6,11 @@
 #      (inventories/local-production: approval given as extra vars, staging success required)
 #   3. a staging deployment of v1.1.0 built broken on purpose: its smoke tests fail and it rolls itself back
 # The stack keeps running afterwards, with the apps (ports 39101, 39111-39113): `make stack-stop` stops it all.
+# RUNBOOK_DEMO_PORT_BASE (default 39100) moves those ports, for a second checkout on the same machine.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$repo"
+port_base="${RUNBOOK_DEMO_PORT_BASE:-39100}"
 tests/scripts/bootstrap.sh
 # shellcheck source=tests/scripts/env.sh
 source tests/scripts/env.sh
@@ -42,10 +44,10 @@ if ansible-playbook -i inventories/local playbooks/deploy_staging.yml -e runbook
     echo "the broken release was NOT caught" >&2
     exit 1
 fi
-version="$(curl -fsS http://127.0.0.1:39101/health)"
+version="$(curl -fsS "http://127.0.0.1:$((port_base + 1))/health")"
 echo "staging answers after the automatic rollback: $version"
 [[ "$version" == *'"version":"v1.0.0"'* ]]
 
 step "done"
-echo "History: ${RUNBOOK_STACK_DIR:-$repo/.stack}/history/*.jsonl, reports in history/reports/.   Apps: http://127.0.0.1:39101/health (staging),"
-echo "http://127.0.0.1:39111/health .. 39113 (production). Stop everything with: make stack-stop"
+echo "History: ${RUNBOOK_STACK_DIR:-$repo/.stack}/history/*.jsonl, reports in history/reports/.   Apps: http://127.0.0.1:$((port_base + 1))/health (staging),"
+echo "http://127.0.0.1:$((port_base + 11))/health .. $((port_base + 13)) (production). Stop everything with: make stack-stop"

@@ -223,3 +223,25 @@ def test_every_database_url_is_built_with_pg_url():
     for path, values in templated.items():
         for value in values:
             assert 'runbook.deploy.pg_url' in value and 'urlencode' not in value, (path, value)
+
+
+def test_the_demo_ports_move_with_runbook_demo_port_base(tmp_path):
+    """A second checkout on one machine runs make demo with another RUNBOOK_DEMO_PORT_BASE (issue 17)."""
+    playbook = tmp_path / 'ports.yml'
+    playbook.write_text('- hosts: app_servers\n  gather_facts: false\n  tasks:\n'
+                        '    - ansible.builtin.debug:\n        msg: "PORT {{ inventory_hostname }} {{ sample_app_port + 0 }}"\n')
+    ports = {}
+    for base in ('', '40100'):
+        for inventory in ('local', 'local-production'):
+            done = subprocess.run([str(Path(sys.executable).parent / 'ansible-playbook'), '-i',
+                                   str(REPO / 'inventories' / inventory), str(playbook)],
+                                  env=dict(os.environ, RUNBOOK_DEMO_PORT_BASE=base), capture_output=True, text=True,
+                                  check=False)
+            assert done.returncode == 0, done.stdout + done.stderr
+            ports.update({(base or 'default', inventory, host): int(port)
+                          for host, port in re.findall(r'PORT (\w+) (\d+)', done.stdout)})
+    assert ports == {
+        ('default', 'local', 'app1'): 39101, ('default', 'local-production', 'app1'): 39111,
+        ('default', 'local-production', 'app2'): 39112, ('default', 'local-production', 'app3'): 39113,
+        ('40100', 'local', 'app1'): 40101, ('40100', 'local-production', 'app1'): 40111,
+        ('40100', 'local-production', 'app2'): 40112, ('40100', 'local-production', 'app3'): 40113}
