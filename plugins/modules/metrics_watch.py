@@ -151,6 +151,14 @@ options:
     description: Seconds to wait for each response.
     type: float
     default: 5
+  progress_file:
+    description:
+      - A file the module rewrites (atomically, mode 0600) after every round with where the watch stands, for a
+        caller that prints heartbeats while it runs (the watch role runs the module with C(async) and reads it).
+      - It is a JSON object with C(elapsed_s), C(duration_s), C(samples), C(breaches) and C(last) (each threshold's
+        last value), numbers and threshold names only. The module removes it when it ends, so that its absence
+        tells that the watch is over.
+    type: path
   stop_on_breach:
     description: Stop watching at the first breach. V(false) watches the whole O(duration) and reports every breach.
     type: bool
@@ -403,6 +411,7 @@ duration_s:
 import concurrent.futures
 import json
 import math
+import os
 import re
 import time
 import traceback
@@ -659,6 +668,7 @@ class MetricsWatch(object):
                         value = threshold.read(t, page[1])
                     if threshold.observe(t, value, when):
                         breached = True
+                self.write_progress(time.monotonic() - started)
                 if breached and p['stop_on_breach']:
                     break
                 next_start = self.rounds * p['interval']
@@ -672,6 +682,26 @@ class MetricsWatch(object):
             if not source.answered:
                 self.warnings.append("source '%s' (%s) never answered in %d read(s): %s"
                                      % (source.name, http.strip_credentials(source.url), source.reads, source.last_error))
+
+    def write_progress(self, elapsed):
+        path = self.params['progress_file']
+        if not path:
+            return
+        progress = dict(elapsed_s=round(elapsed, 1), duration_s=self.params['duration'], samples=self.rounds,
+                        breaches=sum(len(t.episodes) for t in self.thresholds),
+                        last=dict((t.name, t.last) for t in self.thresholds))
+        partial = '%s.%d.tmp' % (path, os.getpid())
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, 'w') as handle:
+            json.dump(progress, handle)
+        os.rename(partial, path)
+
+    def remove_progress(self):
+        if self.params['progress_file']:
+            try:
+                os.unlink(self.params['progress_file'])
+            except OSError:
+                pass
 
     def breaches(self):
         episodes = [e for t in self.thresholds for e in t.episodes]
@@ -760,6 +790,7 @@ def main():
         duration=dict(type='float', default=300),
         interval=dict(type='float', default=10),
         timeout=dict(type='float', default=5),
+        progress_file=dict(type='path'),
         stop_on_breach=dict(type='bool', default=True),
         fail_on_breach=dict(type='bool', default=True),
         missing_metrics=dict(type='str', default='fail', choices=['fail', 'warn']),
@@ -775,7 +806,10 @@ def main():
     result['invocation'] = dict(module_args=job.safe_params())
     try:
         job.validate()
-        job.run()
+        try:
+            job.run()
+        finally:
+            job.remove_progress()
         result.update(job.result())
         result = job.redact(result)
         if result['inconclusive'] and result['decision'] == 'keep':
