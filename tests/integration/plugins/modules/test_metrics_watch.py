@@ -352,3 +352,32 @@ def test_bad_numbers_fail_naming_the_option(watch, server, args, option):
     assert_clear_failure(result, option)
     assert 'unexpectedly' not in result['msg']
     assert result['decision'] == 'unknown'
+
+
+def test_progress_file_says_where_the_watch_stands_while_it_runs_and_is_gone_after(watch, server, tmp_path):
+    """What the watch role's heartbeats read: rewritten each round (0600, whole JSON each time), removed at the end."""
+    progress = tmp_path / 'progress.json'
+    seen = []
+    done = threading.Event()
+
+    def read():
+        while not done.is_set():
+            if progress.exists():
+                seen.append((json.loads(progress.read_text()), oct(progress.stat().st_mode & 0o777)))
+            time.sleep(0.1)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        result = watch(thresholds=[dict(name='queue_size', source='prom', metric='app_queue_size', op='<', value=1000)],
+                       progress_file=str(progress))
+    finally:
+        done.set()
+        reader.join()
+    assert result['passed'] is True and result['samples'] == 5, result
+    assert not progress.exists(), 'the progress file outlived the watch'
+    assert seen and all(mode == '0o600' for dummy, mode in seen), seen
+    samples = [state['samples'] for state, dummy in seen]
+    assert samples == sorted(samples) and samples[-1] >= 3, samples
+    last = seen[-1][0]
+    assert last['duration_s'] == 2 and last['breaches'] == 0 and last['last'] == {'queue_size': 12.0}, last
