@@ -472,6 +472,7 @@ class Pm2Service(object):
                         self.run_in_cwd([self.pm2, 'delete', bridge], 'pm2 delete %s' % bridge)
                     self.start_renamed(name, bridge)
                     self.wait_stable([bridge], as_app={bridge: name})
+                    self.until_listening(bridge, as_app=name)
                 except (pm2lib.Pm2Error, CommandError) as exc:
                     self.delete_quietly(bridge)
                     raise pm2lib.Pm2Error('%s Nothing was moved: the old processes of %s still serve.' % (exc, name))
@@ -491,12 +492,23 @@ class Pm2Service(object):
             try:
                 self.pm2_cmd('start', name)
                 self.wait_stable([name])
+                self.until_listening(name)
             except (pm2lib.Pm2Error, CommandError) as exc:
                 self.delete_quietly(name)
                 raise pm2lib.Pm2Error('%s The new release serves under the temporary name %s; run the task again '
                                       'once the cause is fixed, to finish the move.' % (exc, bridge))
         if bridges or not home:
             self.run_in_cwd([self.pm2, 'delete', bridge], 'pm2 delete %s' % bridge)
+
+    def until_listening(self, name, as_app=None):
+        """Return once the app's cluster workers listen, before the processes beside them go.
+
+        PM2 says a cluster worker is online when its process starts, which can be seconds before its server
+        listens; only a reload waits for the new workers' 'listening' event (or the app's 'ready' message with
+        wait_ready), up to the app's listen_timeout, before it stops the workers they replace. So the freshly started
+        workers are reloaded once: when that returns, the ones serving listen, as after any pm2 reload."""
+        self.run_in_cwd([self.pm2, 'reload', name], 'pm2 reload %s' % name)
+        self.wait_stable([name], as_app={name: as_app or name})
 
     def rehome_fork(self, name, bridge, old, bridges):
         if bridges:

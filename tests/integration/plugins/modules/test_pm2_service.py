@@ -332,8 +332,11 @@ def test_rehome_moves_hand_started_apps_onto_the_ecosystem_without_dropping_a_re
     # was deleted and started, and says so.
     commands = [c.split(' ', 1)[1] for c in result['executed_commands'] if c.startswith(PM2) and ' jlist' not in c]
     assert commands[0].startswith('start ') and '--only multi-rehoming' in commands[0], commands
-    assert commands[1:] == ['stop multi', 'delete multi', 'start %s --only multi' % app_dir['ecosystem'],
-                            'delete multi-rehoming', 'delete worker', 'start %s --only worker' % app_dir['ecosystem']], commands
+    # Each of the two starts is reloaded once: PM2 says online when a worker's process starts, and waits for it to
+    # listen only in a reload, so the processes beside them go only once they listen.
+    assert commands[1:] == ['reload multi-rehoming', 'stop multi', 'delete multi',
+                            'start %s --only multi' % app_dir['ecosystem'], 'reload multi', 'delete multi-rehoming',
+                            'delete worker', 'start %s --only worker' % app_dir['ecosystem']], commands
     assert [w for w in result['warnings'] if 'moved in fork mode' in w and "'worker'" in w], result['warnings']
 
     again = pm2(name=['multi', 'worker'], rehome=True)
