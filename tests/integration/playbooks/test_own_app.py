@@ -172,6 +172,12 @@ class NotesEnv(object):
                               text=True, check=True)
         return sorted({p['pm2_env']['pm_exec_path'] for p in json.loads(proc.stdout) if p['name'] == 'notes-api'})
 
+    def pids(self):
+        """The pids of every process PM2 runs."""
+        proc = subprocess.run([PM2, 'jlist'], env=dict(os.environ, PM2_HOME=self.pm2_home), capture_output=True,
+                              text=True, check=True)
+        return sorted(p['pid'] for p in json.loads(proc.stdout))
+
     def clean(self):
         subprocess.run([PM2, 'kill'], env=dict(os.environ, PM2_HOME=self.pm2_home), capture_output=True, check=False)
         sql(self.stack, 'postgres', 'DROP DATABASE IF EXISTS %s WITH (FORCE)' % self.db)
@@ -279,7 +285,7 @@ class Requests(object):
                     self.failures.append(status)
             except Exception as exc:  # pylint: disable=broad-except
                 self.failures.append(repr(exc))
-            self.done.wait(0.05)
+            self.done.wait(0.1)
 
     def __enter__(self):
         self.thread.start()
@@ -306,8 +312,9 @@ def hand_installed(stack):
         subprocess.run([os.path.join(REPO, 'node_modules', '.bin', 'prisma'), 'generate'], cwd=env.install, check=True,
                        capture_output=True, env=dict(os.environ, PRISMA_QUERY_ENGINE_LIBRARY=engine_stub,
                                                      PRISMA_SCHEMA_ENGINE_BINARY=engine_stub))
-        url = 'postgresql://%s:%s@%s:%s/%s' % (env.owner, urllib.parse.quote(OWNER_PASSWORD, safe=''),
-                                              stack['RUNBOOK_PG_HOST'], stack['RUNBOOK_PG_PORT'], env.db)
+        url = 'postgresql://%s:%s@%s:%s/%s' % (
+            env.owner, urllib.parse.quote(OWNER_PASSWORD, safe=''), stack['RUNBOOK_PG_HOST'], stack['RUNBOOK_PG_PORT'],
+            env.db)
         with open(os.path.join(env.install, '.env'), 'w') as handle:
             handle.write('PORT=%d\nDATABASE_URL=%s\n' % (env.port, url))
         # What the install keeps beside its code: a logs directory, and uploads linked to a data disk.
@@ -351,14 +358,13 @@ def hand_installed(stack):
 class TestAdoptingAnInstallDeployedByHand(object):
     def test_the_check_refuses_a_wrong_version_and_changes_nothing(self, hand_installed):
         env = hand_installed
-        rc, output = env.play('adopt.yml', runbook_version='v2', backend_adopt_from=env.install)
-        assert rc != 0
-        assert 'is a checkout of tag v1, not v2 (runbook_version)' in output, output[-4000:]
-        # An app name PM2 does not run (another PM2_HOME, another user, a typo) is not taken for "nothing to move".
-        rc, output = env.play('adopt.yml', runbook_version='v1', backend_adopt_from=env.install,
+        # Both problems in one run: the wrong version, and an app name PM2 does not run (another PM2_HOME, another
+        # user, a typo), which is not taken for "nothing to move".
+        rc, output = env.play('adopt.yml', runbook_version='v2', backend_adopt_from=env.install,
                               backend_pm2_apps=['notes-api', 'notes-worker'])
         assert rc != 0
-        assert 'No process of notes-worker runs in the PM2 of %s' % env.pm2_home in output, output[-4000:]
+        assert '(1) no process of notes-worker runs in the PM2 of %s' % env.pm2_home in output, output[-4000:]
+        assert '(2) the install is a checkout of tag v1, not v2 (runbook_version)' in output, output[-4000:]
         assert not os.path.exists(env.deploy_to)
         assert env.scripts() == [os.path.join(env.install, 'src', 'index.js')]
 
@@ -390,13 +396,11 @@ class TestAdoptingAnInstallDeployedByHand(object):
         assert os.path.isfile(os.path.join(env.install, 'src', 'index.js')), 'the install is left as it was'
         assert OWNER_PASSWORD not in output
 
-        pids = sorted(p['pid'] for p in json.loads(subprocess.run(
-            [PM2, 'jlist'], env=dict(os.environ, PM2_HOME=env.pm2_home), capture_output=True, text=True).stdout))
+        pids = env.pids()
         rc, output = env.play('adopt.yml', runbook_version='v1', backend_adopt_from=env.install)
         assert rc == 0, output[-4000:]
         assert 'changed=0' in output.split('PLAY RECAP')[-1].replace(' ', ''), output[-3000:]
-        assert sorted(p['pid'] for p in json.loads(subprocess.run(
-            [PM2, 'jlist'], env=dict(os.environ, PM2_HOME=env.pm2_home), capture_output=True, text=True).stdout)) == pids
+        assert env.pids() == pids
 
     def test_a_broken_version_after_it_rolls_back_by_itself_to_the_adopted_release(self, hand_installed):
         env = hand_installed

@@ -136,8 +136,8 @@ def test_a_flag_rollouts_health_gate_is_not_counted_as_the_smoke_test():
     """The rollout's health gate (smoke_test run by the flags role after the smoke test) used to be each host's last
     smoke_test result: the report then showed its 1 check of 1 instead of the smoke test's 3."""
     history = {'environment': 'staging', 'version': 'v2', 'run_id': 'r1', 'kind': 'deploy', 'status': 'succeeded',
-               'hosts': ['app1', 'app2'], 'duration_s': 75.0, 'phases': {'backends': _phase(41, 60),
-                                                                           'release': _phase(61, 70)}}
+               'hosts': ['app1', 'app2'], 'duration_s': 75.0,
+               'phases': {'backends': _phase(41, 60), 'release': _phase(61, 70)}}
     facts = {'runbook_run_id': 'r1', 'runbook_started_epoch': str(START), 'deployment_history_entry': history}
     three = {'summary': {'total': 3, 'passed': 3, 'failed': 0, 'skipped': 0},
              'checks': [{'name': n, 'passed': True} for n in ('health', 'cases API', 'metrics')]}
