@@ -19,9 +19,10 @@ SAMPLE = os.path.join(REPO, 'sample_app', 'backend')
 PM2 = os.path.join(REPO, 'node_modules', '.bin', 'pm2')
 
 
-@pytest.fixture
-def site(tmp_path):
+@pytest.fixture(scope='class')
+def site(tmp_path_factory):
     """Source trees of several versions, a deploy root with shared/.env, and a private PM2 daemon."""
+    tmp_path = tmp_path_factory.mktemp('backend-site')
     sources = tmp_path / 'sources'
     for version, marker in (('v1', None), ('v2', None), ('v3', 'BREAK_BUILD'), ('v4', 'CRASH'), ('v5', None)):
         target = sources / version
@@ -88,76 +89,80 @@ def releases(site):
     return sorted(os.listdir(os.path.join(site['deploy_to'], 'releases')))
 
 
-def test_deploy_redeploy_upgrade_rollback_and_failed_build(site):
-    rc, recap, out = play(site, 'v1')
-    assert rc == 0, out
-    assert current(site) == 'v1' and health(site)['version'] == 'v1'
-    record = json.load(open(os.path.join(site['deploy_to'], 'releases', 'v1', 'RELEASE.json')))
-    assert record['version'] == 'v1' and record['app'] == 'sample' and record['built_at']
-    assert os.path.islink(os.path.join(site['deploy_to'], 'releases', 'v1', '.env'))
+class TestReleasesOfOneSite(object):
+    """One site, each test continuing from the one before: a first deployment, a redeploy, a changed
+    environment, an upgrade, rollbacks and a failed build; then a crash-looping release; then pruning."""
 
-    rc, recap, out = play(site, 'v1')
-    assert rc == 0 and recap['changed'] == 0, 'a second run of a finished deployment must change nothing\n' + out
+    def test_deploy_redeploy_upgrade_rollback_and_failed_build(self, site):
+        rc, recap, out = play(site, 'v1')
+        assert rc == 0, out
+        assert current(site) == 'v1' and health(site)['version'] == 'v1'
+        record = json.load(open(os.path.join(site['deploy_to'], 'releases', 'v1', 'RELEASE.json')))
+        assert record['version'] == 'v1' and record['app'] == 'sample' and record['built_at']
+        assert os.path.islink(os.path.join(site['deploy_to'], 'releases', 'v1', '.env'))
 
-    # A changed environment file reaches the apps (issue 16 item 1): written by the build play as deploy.yml does,
-    # then the backends play of the same version reloads, because the apps do not run with that file yet.
-    before = pm2_pids(site)
-    env = dict(line.split('=', 1) for line in open(os.path.join(site['deploy_to'], 'shared', '.env')).read().split())
-    rc, recap, out = play(site, 'v1', tasks_from='build', backend_env=dict(env, LOG_LEVEL='debug'))
-    assert rc == 0 and recap['changed'] >= 1, out
-    assert pm2_pids(site) == before, 'the build play only writes the file'
-    rc, recap, out = play(site, 'v1')
-    assert rc == 0, out
-    reloaded = pm2_pids(site)
-    assert set(reloaded) == set(before) and all(reloaded[n] != before[n] for n in before), (before, reloaded)
-    assert health(site)['version'] == 'v1'
-    rc, recap, out = play(site, 'v1')
-    assert rc == 0 and recap['changed'] == 0 and pm2_pids(site) == reloaded, out
+        rc, recap, out = play(site, 'v1')
+        assert rc == 0 and recap['changed'] == 0, 'a second run of a finished deployment must change nothing\n' + out
 
-    started = time.monotonic()
-    rc, recap, out = play(site, 'v2')
-    upgrade_took = time.monotonic() - started
-    assert rc == 0, out
-    assert current(site) == 'v2' and health(site)['version'] == 'v2'
+        # A changed environment file reaches the apps (issue 16 item 1): written by the build play as deploy.yml does,
+        # then the backends play of the same version reloads, because the apps do not run with that file yet.
+        before = pm2_pids(site)
+        env = dict(line.split('=', 1) for line in open(os.path.join(site['deploy_to'], 'shared', '.env')).read().split())
+        rc, recap, out = play(site, 'v1', tasks_from='build', backend_env=dict(env, LOG_LEVEL='debug'))
+        assert rc == 0 and recap['changed'] >= 1, out
+        assert pm2_pids(site) == before, 'the build play only writes the file'
+        rc, recap, out = play(site, 'v1')
+        assert rc == 0, out
+        reloaded = pm2_pids(site)
+        assert set(reloaded) == set(before) and all(reloaded[n] != before[n] for n in before), (before, reloaded)
+        assert health(site)['version'] == 'v1'
+        rc, recap, out = play(site, 'v1')
+        assert rc == 0 and recap['changed'] == 0 and pm2_pids(site) == reloaded, out
 
-    started = time.monotonic()
-    rc, recap, out = play(site, tasks_from='rollback')
-    elapsed = time.monotonic() - started
-    assert rc == 0, out
-    assert current(site) == 'v1' and health(site)['version'] == 'v1'
-    assert os.path.exists(os.path.join(site['deploy_to'], 'releases', 'v2', 'BAD'))
-    assert 'npm' not in out.split('TASK [')[-1], 'rollback must not rebuild'
-    # A rollback switches back to the kept release: it must take less than the upgrade, which built one. (Compared
-    # with a run measured here and now rather than a fixed number of seconds, which a loaded CI machine overran.)
-    assert elapsed < upgrade_took, 'rollback took %.1fs, the upgrade to v2 %.1fs' % (elapsed, upgrade_took)
+        started = time.monotonic()
+        rc, recap, out = play(site, 'v2')
+        upgrade_took = time.monotonic() - started
+        assert rc == 0, out
+        assert current(site) == 'v2' and health(site)['version'] == 'v2'
 
-    # v2 is marked bad and v1 is current: nothing is left to roll back to, and the rollback says so.
-    rc, recap, out = play(site, tasks_from='rollback')
-    assert rc != 0 and 'No release to roll back to' in out
-    assert current(site) == 'v1'
+        started = time.monotonic()
+        rc, recap, out = play(site, tasks_from='rollback')
+        elapsed = time.monotonic() - started
+        assert rc == 0, out
+        assert current(site) == 'v1' and health(site)['version'] == 'v1'
+        assert os.path.exists(os.path.join(site['deploy_to'], 'releases', 'v2', 'BAD'))
+        assert 'npm' not in out.split('TASK [')[-1], 'rollback must not rebuild'
+        # A rollback switches back to the kept release: it must take less than the upgrade, which built one. (Compared
+        # with a run measured here and now rather than a fixed number of seconds, which a loaded CI machine overran.)
+        assert elapsed < upgrade_took, 'rollback took %.1fs, the upgrade to v2 %.1fs' % (elapsed, upgrade_took)
 
-    # A build that fails removes its release and leaves current serving.
-    rc, recap, out = play(site, 'v3')
-    assert rc != 0 and 'Building sample v3 failed' in out and 'TS2322' in out, out
-    assert 'v3' not in releases(site)
-    assert current(site) == 'v1' and health(site)['version'] == 'v1'
+        # v2 is marked bad and v1 is current: nothing is left to roll back to, and the rollback says so.
+        rc, recap, out = play(site, tasks_from='rollback')
+        assert rc != 0 and 'No release to roll back to' in out
+        assert current(site) == 'v1'
 
+        # A build that fails removes its release and leaves current serving.
+        rc, recap, out = play(site, 'v3')
+        assert rc != 0 and 'Building sample v3 failed' in out and 'TS2322' in out, out
+        assert 'v3' not in releases(site)
+        assert current(site) == 'v1' and health(site)['version'] == 'v1'
 
-def test_crash_looping_release_fails_and_rolls_back(site):
-    assert play(site, 'v1')[0] == 0
-    rc, recap, out = play(site, 'v4')
-    assert rc != 0 and 'cannot connect to the database' in out, out
-    rc, recap, out = play(site, tasks_from='rollback')
-    assert rc == 0, out
-    assert current(site) == 'v1' and health(site)['version'] == 'v1'
-    assert os.path.exists(os.path.join(site['deploy_to'], 'releases', 'v4', 'BAD'))
+    def test_a_crash_looping_release_fails_and_rolls_back(self, site):
+        assert current(site) == 'v1' and releases(site) == ['v1', 'v2'], 'continues from the failed build'
+        rc, recap, out = play(site, 'v4')
+        assert rc != 0 and 'cannot connect to the database' in out, out
+        rc, recap, out = play(site, tasks_from='rollback')
+        assert rc == 0, out
+        assert current(site) == 'v1' and health(site)['version'] == 'v1'
+        assert os.path.exists(os.path.join(site['deploy_to'], 'releases', 'v4', 'BAD'))
 
-
-def test_keep_releases_never_removes_current_or_previous(site):
-    for version in ('v1', 'v2', 'v5'):
-        assert play(site, version, backend_keep_releases=2)[0] == 0
-    assert releases(site) == ['v2', 'v5']
-    # Rolling back to a named release.
-    rc, recap, out = play(site, tasks_from='rollback', backend_rollback_to='v2', backend_keep_releases=2)
-    assert rc == 0, out
-    assert current(site) == 'v2' and health(site)['version'] == 'v2'
+    def test_keep_releases_never_removes_current_or_previous(self, site):
+        assert current(site) == 'v1' and releases(site) == ['v1', 'v2', 'v4'], 'continues from the crash loop'
+        assert play(site, 'v5', backend_keep_releases=2)[0] == 0
+        # The two newest are kept (v5, and v4 however bad), and v1 too, older than v2, because it is the previous
+        # release: v2 goes.
+        assert releases(site) == ['v1', 'v4', 'v5']
+        # Rolling back to a named release.
+        rc, recap, out = play(site, tasks_from='rollback', backend_rollback_to='v1', backend_keep_releases=2)
+        assert rc == 0, out
+        assert current(site) == 'v1' and health(site)['version'] == 'v1'
