@@ -268,6 +268,10 @@ def build_record(facts, tasks, smoke, meta, secrets=()):
         'version': entry.get('version') or meta.get('version'),
         'previous_version': entry.get('previous_version', facts.get('deployment_previous_version')),
         'running_version': entry.get('running_version'),
+        'running_versions': entry.get('running_versions'),
+        # A check run (ansible-playbook --check): changes are predictions, nothing was changed.
+        'check_mode': bool(entry.get('check_mode')),
+        'changes': entry.get('changes'),
         'actor': entry.get('actor'),
         'approved_by': entry.get('approved_by'),
         'ticket': entry.get('ticket'),

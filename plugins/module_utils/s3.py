@@ -14,6 +14,7 @@ never holds an object whose checksum cannot be found.  ``recorded_checksums`` re
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import importlib.util
 import threading
 
@@ -342,3 +343,39 @@ def exists(client, bucket, key):
             return False
         raise S3Error(explain(exc, 'reading s3://%s/%s failed' % (bucket, key)))
     return True
+
+
+def head_or_none(client, bucket, key):
+    """HeadObject's answer, or None when there is no object to compare with. Like community.aws.s3_sync's
+    head_s3(), a 403 counts as missing too (a role may write without reading: the sync uploads then)."""
+    try:
+        return client.head_object(Bucket=bucket, Key=key)
+    except Exception as exc:  # pylint: disable=broad-except
+        response = getattr(exc, 'response', None)
+        code = response.get('Error', {}).get('Code') if isinstance(response, dict) else None
+        if _missing(exc) or code in ('403', 'AccessDenied', 'Forbidden'):
+            return None
+        raise S3Error(explain(exc, 'reading s3://%s/%s failed' % (bucket, key)))
+
+
+# boto3's TransferConfig().multipart_chunksize: the part size of the uploads s3_sync makes with upload_file().
+UPLOAD_CHUNK_SIZE = 8 * MIB
+
+
+def multipart_etag(path, chunk_size=UPLOAD_CHUNK_SIZE):
+    """The ETag S3 gives the file uploaded by boto3's upload_file(): its quoted MD5, or for a file in more than one
+    part the MD5 of the parts' MD5s with the part count. The same computation as community.aws's
+    module_utils/etag.py calculate_multipart_etag(), which s3_sync's checksum strategy compares."""
+    digests = []
+    with open(path, 'rb') as handle:
+        while True:
+            data = handle.read(chunk_size)
+            if not data:
+                break
+            digests.append(hashlib.md5(data))  # nosec: S3's ETag is an MD5, not a security check
+    if len(digests) == 1:
+        return '"%s"' % digests[0].hexdigest()
+    # An empty file gives '"<md5 of nothing>-0"' there, which no object's ETag equals: s3_sync uploads empty files
+    # again on every run, and the prediction says so.
+    combined = hashlib.md5(b''.join(d.digest() for d in digests))
+    return '"%s-%d"' % (combined.hexdigest(), len(digests))
