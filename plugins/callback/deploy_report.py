@@ -237,7 +237,7 @@ def checklist(record):
         ('Change ticket', record.get('ticket') or '(none)'),
         ('Total deployment time', _duration(record.get('duration_s'))),
         ('Database phase time (backup + migrations)', _duration(phases['database']['duration_s']) if 'database' in phases else 'n/a'),
-        ('Migrations applied', str(len(migrations))),
+        ('Migrations to apply' if record.get('check_mode') else 'Migrations applied', str(len(migrations))),
         ('Backend phase time (rolling reload)', _duration(phases['backends']['duration_s']) if 'backends' in phases else 'n/a'),
         ('Smoke test success rate', 'n/a' if rate is None else '%s%%' % rate),
         ('Rollback required', 'this run is the ad-hoc rollback (playbooks/rollback.yml)' if record.get('kind') == 'rollback'
@@ -354,64 +354,27 @@ def task_summary(tasks):
 
 
 def render_markdown(record):
-    """The record as a Markdown report (the runbooks' deployment log, then the details)."""
-    title = '# %s of %s to %s: %s' % (record.get('kind', 'deploy').capitalize(), record.get('version') or '?',
-                                      record.get('environment') or '?', record.get('status') or 'unknown')
+    """The record as a Markdown report (the runbooks' deployment log, the phases, then the sections as tables)."""
+    title = '# %s: %s' % (_title(record), (record.get('status') or 'unknown').replace('_', ' '))
     started = 'Run `%s`, %s, started %s by %s.' % (record.get('run_id'), record.get('playbook') or 'playbook',
                                                    record.get('started_at') or '?', record.get('actor') or '?')
-    out = [title, '', started, '', '## Deployment log', '', '| Item | Value |', '|---|---|']
+    out = [title, '']
+    if record.get('check_mode'):
+        out += ['> Check run (ansible-playbook --check): nothing was changed. The changes below are predictions.', '']
+    out += [started, '', '## Deployment log', '', '| Item | Value |', '|---|---|']
     out += ['| %s | %s |' % (item, _md(value)) for item, value in checklist(record)]
     out += ['', '## Phases', '', '| Phase | Start (s) | End (s) | Duration | Status |', '|---|---|---|---|---|']
     for phase in record.get('timeline', []):
         out.append('| %s%s | %.1f | %.1f | %s | %s |' % (phase['name'], '' if phase['recorded'] else ' (derived)',
                                                          phase['start_s'], phase['end_s'], _duration(phase['duration_s']),
                                                          phase['status']))
-    if record.get('failure'):
-        failure = record['failure']
-        out += ['', '## Failure', '', '- Phase: %s' % failure.get('phase'), '- Host: %s' % failure.get('host'),
-                '- Message: %s' % _md(failure.get('message'))]
-        if failure.get('rollback_failed'):
-            out.append('- Rollback failed: %s' % _md(failure['rollback_failed']))
-    rollback = record.get('rollback') or {}
-    out += ['', '## Rollback', '', '- Taken: %s' % ('yes' if rollback.get('taken') else 'no')]
-    if rollback.get('taken'):
-        out += ['- Why: %s' % _md(rollback.get('why') or '(ad-hoc rollback)'), '- Status: %s' % rollback.get('status')]
-        if rollback.get('result'):
-            out += ['', '```json', json.dumps(rollback['result'], indent=2, sort_keys=True), '```']
-    backup = record.get('backup')
-    out += ['', '## Backup', '']
-    if backup:
-        out += ['- %s: %s' % (key, _md(backup.get(key))) for key in ('path', 'size', 'sha256', 's3_uri') if key in backup]
-    else:
-        out.append('None taken by this run.')
-    migrations = record.get('migrations') or {}
-    out += ['', '## Migrations', '']
-    applied = migrations.get('applied') or []
-    out += ['- %s' % _md(name) for name in applied] or ['None applied.']
-    smoke = record.get('smoke')
-    out += ['', '## Smoke tests', '']
-    if smoke:
-        out.append('Passed: %s, success rate %s%% (%s of %s checks).' % (
-            'yes' if smoke.get('passed') else 'no', smoke.get('success_rate'), smoke.get('checks_passed'),
-            smoke.get('checks_counted')))
-        for host, result in sorted((smoke.get('hosts') or {}).items()):
-            failed = ', '.join(result['failed_checks']) or 'none'
-            out.append('- %s: %s/%s passed; failed: %s' % (host, result['passed'], result['counted'], _md(failed)))
-    else:
-        out.append('Not run.')
-    watch = record.get('watch')
-    out += ['', '## Watch window', '']
-    out += (['```json', json.dumps(watch, indent=2, sort_keys=True), '```'] if watch else ['Not run.'])
-    out += ['', '## What changed', '']
-    changed = record.get('changed') or []
-    out += ['- %s: %s' % (c['host'], _md(c['task'])) for c in changed] or ['Nothing.']
-    if record.get('flags_changed'):
-        out += ['', '## Flags changed', '']
-        out += ['- %s: %s -> %s' % (f.get('name'), _md(json.dumps(f.get('before'), sort_keys=True)),
-                                    _md(json.dumps(f.get('after'), sort_keys=True))) for f in record['flags_changed']]
-    tasks = record.get('tasks') or {}
-    out += ['', '## Slowest tasks', '']
-    out += ['- %s (%s): %s' % (_md(t['task']), t['host'], _duration(t['duration_s'])) for t in tasks.get('slowest', [])]
+    for heading, note, header, table in sections(record):
+        out += ['', '## %s' % heading, '']
+        if note:
+            out += [note, '']
+        if table:
+            out += ['| %s |' % ' | '.join(header), '|%s' % ('---|' * len(header))]
+            out += ['| %s |' % ' | '.join(_md(_plain(cell)) for cell in row) for row in table]
     return '\n'.join(out) + '\n'
 
 
@@ -425,7 +388,9 @@ h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid 
 table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
 .status{display:inline-block;padding:.1em .6em;border-radius:3px;color:#fff}
 .succeeded,.ok{background:#2e7d32}.failed,.unfinished{background:#c62828}.rolled_back,.rollback{background:#ef6c00}
-.unknown{background:#757575}
+.unknown{background:#757575}.checked{background:#1565c0}.check_failed{background:#c62828}
+.check{background:#e3f2fd;border-left:4px solid #1565c0;padding:.5em .8em}
+th{background:#f5f5f5;font-weight:600}td{word-break:break-word}
 .tl{position:relative;border:1px solid #ddd;background:#fafafa;margin:.5em 0}
 .row{position:relative;height:24px;border-bottom:1px solid #eee}.row:last-child{border-bottom:0}
 .lbl{position:absolute;left:6px;top:3px;width:120px;font-size:12px}
@@ -436,12 +401,158 @@ pre{background:#f5f5f5;padding:.6em;overflow:auto;font-size:12px}
 """
 
 
+def _number(value):
+    """A float as a person reads it (0.041249999999999 -> 0.04125); other values as they are."""
+    if isinstance(value, float):
+        return '%.4g' % value
+    return value
+
+
+def _flag_state(state):
+    state = state if isinstance(state, dict) else {}
+    if state.get('exists') is False:
+        return 'absent'
+    text = 'on' if state.get('enabled') else 'off'
+    if state.get('rollout_percentage') is not None:
+        text += ' at %s %%' % state['rollout_percentage']
+    return text
+
+
+def sections(record):
+    """The report's sections after the deployment log and the timeline, each [(heading, note, header, rows)] with
+    plain values: the HTML and the Markdown render the same tables."""
+    out = []
+    check = record.get('check_mode')
+    changes = record.get('changes')
+    if changes:
+        rows = [('Release built', ', '.join(changes.get('built') or []) or 'none')]
+        backup = changes.get('backup')
+        rows.append(('Backup', ('%s%s%s' % ('reuse of a recent backup of ' if backup.get('reused') else '', backup.get('db'),
+                                            ', uploaded to S3' if backup.get('s3') else '')) if backup else 'none'))
+        rows.append(('Migrations', ', '.join(changes.get('migrations') or []) or 'none'))
+        apps = changes.get('apps') or {}
+        rows += [('Apps on %s' % host, ', '.join('%s: %s' % item for item in sorted(actions.items())))
+                 for host, actions in sorted(apps.items())] or [('Apps', 'none')]
+        frontend = changes.get('frontend')
+        if frontend is not None:
+            rows.append(('S3 objects uploaded', ', '.join(frontend.get('uploaded') or []) or 'none'))
+            rows.append(('S3 objects deleted', ', '.join(frontend.get('deleted') or []) or 'none'))
+        rows += [('Flag %s' % name, '%s -> %s' % (_flag_state(change.get('before')), _flag_state(change.get('after'))))
+                 for name, change in sorted((changes.get('flags') or {}).items())]
+        out.append(('What this run would change' if check else 'What this run changed',
+                    'Predicted by a check run (ansible-playbook --check): nothing was changed.' if check else '',
+                    ('Item', 'Value'), rows))
+    failure = record.get('failure')
+    if failure:
+        rows = [('Phase', failure.get('phase')), ('Host', failure.get('host')), ('Message', failure.get('message'))]
+        if failure.get('rollback_failed'):
+            rows.append(('Rollback failed', failure['rollback_failed']))
+        out.append(('Failure', '', ('Item', 'Value'), rows))
+    rollback = record.get('rollback') or {}
+    if rollback.get('taken'):
+        rows = [('Why', rollback.get('why') or '(ad-hoc rollback)'), ('Status', rollback.get('status'))]
+        result = rollback.get('result') or {}
+        rows += [(key.replace('_', ' ').capitalize(), _plain(value)) for key, value in sorted(result.items())
+                 if value not in (None, '', [], {})] if isinstance(result, dict) else []
+        smoke = rollback.get('smoke') or {}
+        if smoke:
+            rows.append(('Smoke tests after the rollback', '%s (%s of %s checks)' % (
+                'passed' if smoke.get('passed') else 'failed', smoke.get('checks_passed'), smoke.get('checks_counted'))))
+        out.append(('Rollback', '', ('Item', 'Value'), rows))
+    backup = record.get('backup')
+    if backup:
+        out.append(('Backup', '', ('Item', 'Value'), [
+            ('Path', backup.get('path')), ('Size', _size(backup.get('size'))), ('SHA-256', backup.get('sha256')),
+            ('S3', backup.get('s3_uri') or 'not uploaded')]))
+    migrations = record.get('migrations') or {}
+    if migrations:
+        rows = [('Tool', migrations.get('tool')), ('Would apply' if check else 'Applied', ', '.join(
+            m.get('name') if isinstance(m, dict) else to_text(m) for m in migrations.get('applied') or []) or 'none'),
+            ('Now at', migrations.get('current_version')),
+            ('Verified', 'not in a check run' if check else _plain(migrations.get('verified'))),
+            ('Time', _duration(migrations.get('duration_s')))]
+        out.append(('Migrations', '', ('Item', 'Value'), [r for r in rows if r[1] not in (None, '')]))
+    smoke = record.get('smoke')
+    if smoke and not smoke.get('hosts'):
+        out.append(('Smoke tests', 'Not run%s.' % (' (a check run reloads nothing to test)' if check else ''), (), []))
+    elif smoke:
+        rows = [(host, '%s of %s' % (result['passed'], result['counted']), ', '.join(result['failed_checks']) or 'none')
+                for host, result in sorted((smoke.get('hosts') or {}).items())]
+        out.append(('Smoke tests', 'Passed: %s, success rate %s%% (%s of %s checks).' % (
+            'yes' if smoke.get('passed') else 'no', smoke.get('success_rate'), smoke.get('checks_passed'),
+            smoke.get('checks_counted')), ('Host', 'Checks passed', 'Failed checks'), rows))
+    gates = record.get('rollout_health_checks')
+    if gates:
+        out.append(('Flag rollout health checks', 'Passed: %s (%s of %s checks).' % (
+            'yes' if gates.get('passed') else 'no', gates.get('checks_passed'), gates.get('checks_counted')), (), []))
+    watch = record.get('watch')
+    if watch:
+        rows = [(name, t.get('metric') or name, '%s %s' % (t.get('op'), _number(t.get('limit'))), _number(t.get('last')),
+                 _number(t.get('max')), t.get('samples'), 'yes' if t.get('breached') else 'no')
+                for name, t in sorted((watch.get('thresholds') or {}).items())]
+        note = 'Decision: %s after %s and %s sample(s); %s breach(es).' % (
+            watch.get('decision'), _duration(watch.get('duration_s')), watch.get('samples'), len(watch.get('breaches') or []))
+        out.append(('Watch window', note, ('Threshold', 'Metric', 'Limit', 'Last', 'Max', 'Samples', 'Breached'), rows))
+    flags = record.get('flags_changed') or []
+    if flags:
+        out.append(('Flag switches a real run would make' if check else 'Flags switched',
+                    'Every switch, in order (maintenance mode and the sync are put back at the end).'
+                    + (' Each is predicted from the state before the run.' if check else ''),
+                    ('Flag', 'Before', 'After'),
+                    [(f.get('name'), _flag_state(f.get('before')), _flag_state(f.get('after'))) for f in flags]))
+    preflight = record.get('preflight')
+    if preflight:
+        rows = [(name, 'ok' if result.get('ok') else 'problem', result.get('detail'))
+                for name, result in sorted(preflight.items()) if isinstance(result, dict)]
+        rows += [('problem', '', text) for text in preflight.get('problems') or []]
+        rows += [('warning', '', text) for text in preflight.get('warnings') or []]
+        out.append(('Pre-flight checks', '', ('Check', 'Result', 'Detail'), rows))
+    changed = record.get('changed') or []
+    out.append(('Tasks that changed something', '' if changed else 'None.', ('Host', 'Task', 'Action'),
+                [(c['host'], c['task'], c['action']) for c in changed]))
+    slowest = (record.get('tasks') or {}).get('slowest') or []
+    if slowest:
+        out.append(('Slowest tasks', '', ('Task', 'Host', 'Time'),
+                    [(t['task'], t['host'], _duration(t['duration_s'])) for t in slowest]))
+    return out
+
+
+def _plain(value):
+    """A value for a table cell: lists joined, mappings as key: value pairs, floats rounded, booleans as yes/no."""
+    if isinstance(value, bool):
+        return 'yes' if value else 'no'
+    if isinstance(value, float):
+        return to_text(_number(value))
+    if isinstance(value, (list, tuple)):
+        return ', '.join(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return '; '.join('%s: %s' % (k, _plain(v)) for k, v in sorted(value.items()))
+    return to_text(value if value is not None else '')
+
+
+def _size(size):
+    size = _float(size)
+    if size is None:
+        return 'n/a'
+    for unit in ('bytes', 'KiB', 'MiB', 'GiB'):
+        if size < 1024 or unit == 'GiB':
+            return ('%d %s' % (size, unit)) if unit == 'bytes' else '%.1f %s' % (size, unit)
+        size /= 1024.0
+    return 'n/a'
+
+
+def _title(record):
+    kind = record.get('kind', 'deploy')
+    text = '%s of %s to %s' % (kind.capitalize(), record.get('version') or '?', record.get('environment') or '?')
+    return ('Check run: ' + text) if record.get('check_mode') else text
+
+
 def render_html(record):
-    """The record as one self-contained HTML page: the deployment log, a timeline of the phases, the details."""
+    """The record as one self-contained HTML page: the deployment log, a timeline of the phases, then every
+    section as a table."""
     esc = html.escape
     status = record.get('status') or 'unknown'
-    title = '%s of %s to %s' % (record.get('kind', 'deploy').capitalize(), record.get('version') or '?',
-                                record.get('environment') or '?')
+    title = _title(record)
     total = max([p['end_s'] for p in record.get('timeline', [])] + [_float(record.get('duration_s'), 0.0), 0.001])
     rows = []
     for phase in record.get('timeline', []):
@@ -458,17 +569,21 @@ def render_html(record):
                         100.0 * phase['start_s'] / total, 100.0 * phase['duration_s'] / total, esc(phase['name']),
                         phase['start_s'], phase['end_s'], esc(phase['status'])))
     details = []
-    for heading, key in (('Failure', 'failure'), ('Rollback', 'rollback'), ('Backup', 'backup'),
-                         ('Migrations', 'migrations'), ('Smoke tests', 'smoke'), ('Watch window', 'watch'),
-                         ('Flags changed', 'flags_changed'), ('Pre-flight', 'preflight')):
-        if record.get(key):
-            details.append('<h2>%s</h2><pre>%s</pre>' % (esc(heading), esc(json.dumps(record[key], indent=2, sort_keys=True))))
-    changed = ''.join('<tr><td>%s</td><td>%s</td><td>%s</td></tr>' % (esc(c['host']), esc(c['task']), esc(c['action']))
-                      for c in record.get('changed') or [])
+    for heading, note, header, table in sections(record):
+        details.append('<h2>%s</h2>' % esc(heading))
+        if note:
+            details.append('<p>%s</p>' % esc(note))
+        if table:
+            head = ''.join('<th>%s</th>' % esc(h) for h in header)
+            body = ''.join('<tr>%s</tr>' % ''.join('<td>%s</td>' % esc(_plain(cell)) for cell in row) for row in table)
+            details.append('<table><tr>%s</tr>%s</table>' % (head, body))
+    banner = ('<p class="check">Check run (ansible-playbook --check): nothing was changed. The changes below are '
+              'predictions of what a real run would do.</p>') if record.get('check_mode') else ''
     return ''.join([
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>%s</title><style>%s</style></head><body>' % (
             esc(title), _CSS),
-        '<h1>%s <span class="status %s">%s</span></h1>' % (esc(title), esc(status), esc(status)),
+        '<h1>%s <span class="status %s">%s</span></h1>' % (esc(title), esc(status), esc(status.replace('_', ' '))),
+        banner,
         '<p>Run <code>%s</code> (%s), started %s by %s.</p>' % (
             esc(to_text(record.get('run_id'))), esc(to_text(record.get('playbook'))), esc(to_text(record.get('started_at'))),
             esc(to_text(record.get('actor')))),
@@ -477,8 +592,6 @@ def render_html(record):
         '</table><h2>Timeline</h2><div class="tl">%s</div>' % ''.join(rows),
         '<p>%.1f s in all; grey bars are derived (check: gates, pre-flight, lock; finish: record, message, unlock).</p>' % total,
         ''.join(details),
-        '<h2>What changed</h2>',
-        '<table><tr><th>Host</th><th>Task</th><th>Action</th></tr>%s</table>' % changed if changed else '<p>Nothing.</p>',
         '</body></html>\n'])
 
 

@@ -46,7 +46,7 @@ RETURN = r"""
       - C(built) (sorted host names), C(backup) (C(db), C(reused), C(s3); null when none), C(migrations) (names, in
         order), C(apps) (host to app to action, only the apps whose action is not C(none)), C(frontend) (sorted
         C(uploaded) and C(deleted) keys; null without a frontend), C(flags) (name to C(before) and C(after), each
-        with C(enabled) and C(rollout_percentage); only the flags whose state differs).
+        with C(exists), C(enabled) and C(rollout_percentage); only the flags whose state differs).
     type: dict
 """
 
@@ -57,7 +57,8 @@ from ansible.errors import AnsibleFilterError
 
 def _state(flag):
     flag = flag if isinstance(flag, Mapping) else {}
-    return {'enabled': bool(flag.get('enabled')), 'rollout_percentage': flag.get('rollout_percentage')}
+    return {'exists': flag.get('exists', True) is not False, 'enabled': bool(flag.get('enabled')),
+            'rollout_percentage': flag.get('rollout_percentage')}
 
 
 def deployment_changes(facts):

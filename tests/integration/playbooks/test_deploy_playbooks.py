@@ -67,12 +67,13 @@ class Env(object):
             env['ANSIBLE_CALLBACKS_ENABLED'] = self.callbacks
         return env
 
-    def command(self, playbook, **extra):
+    def command(self, playbook, *options, **extra):
         variables = dict(self.extra, **extra)
-        return [PLAYBOOK, '-i', self.inventory, os.path.join(REPO, 'playbooks', playbook), '-e', json.dumps(variables)]
+        return [PLAYBOOK, '-i', self.inventory, os.path.join(REPO, 'playbooks', playbook), '-e', json.dumps(variables)] + list(
+            options)
 
-    def play(self, playbook, **extra):
-        proc = subprocess.run(self.command(playbook, **extra), env=self.env(), capture_output=True, text=True,
+    def play(self, playbook, *options, **extra):
+        proc = subprocess.run(self.command(playbook, *options, **extra), env=self.env(), capture_output=True, text=True,
                               check=False, timeout=600)
         result = Result(proc.returncode, proc.stdout + proc.stderr)
         # Shown by pytest only when the test fails (captured output): the end of every run, whole.
@@ -216,10 +217,19 @@ def _drop_bucket(stack, bucket):
         pass
 
 
-def _sample_copy(tmp_path, failing_migration=False):
-    """A copy of the sample backend as a new version's source, optionally with a migration that fails half-way."""
+def _sample_copy(tmp_path, failing_migration=False, new_migration=False, rollouts=None):
+    """A copy of the sample backend as a new version's source, optionally with a migration that fails half-way, a
+    new migration that succeeds, or the flag rollouts of its own deploy/runbook.yml ([(name, steps)])."""
     source = tmp_path / 'backend'
     shutil.copytree(os.path.join(REPO, 'sample_app', 'backend'), source)
+    if new_migration:
+        migration = source / 'prisma' / 'migrations' / '20261201000000_add_case_priority'
+        migration.mkdir()
+        (migration / 'migration.sql').write_text('ALTER TABLE "cases" ADD COLUMN "priority" INTEGER NOT NULL DEFAULT 0;\n')
+    if rollouts:
+        (source / 'deploy').mkdir()
+        (source / 'deploy' / 'runbook.yml').write_text(json.dumps(
+            {'runbook_flag_rollouts': [{'name': name, 'steps': steps} for name, steps in rollouts]}))
     if failing_migration:
         migration = source / 'prisma' / 'migrations' / '20261201000000_retitle_cases'
         migration.mkdir()
@@ -292,48 +302,114 @@ def test_production_gates_then_three_hosts_in_batches_with_one_backup_and_one_mi
     assert entry['hosts'] == ['app1', 'app2', 'app3']
 
 
-def test_staging_deploy_serves_records_reports_and_reruns_without_change(make_env, webhook, history_bucket):
-    """The first deployment of an environment, its history and report (the deploy_report callback, with secrets fed
-    through the run and a history mirror in S3), then the same deployment again, which changes nothing."""
-    env = make_env()
-    env.callbacks = CALLBACK
-    extra = dict(history_bucket, **secret_extra_vars(env.webhook.url))
-    began = time.monotonic()
-    first = env.play('deploy_staging.yml', runbook_version='v1.0.0', **extra)
-    elapsed = time.monotonic() - began
-    assert first.rc == 0, first
-    assert env.health() == {'status': 'healthy', 'version': 'v1.0.0'}
-    with urllib.request.urlopen('http://127.0.0.1:%d/api/cases' % env.port, timeout=5) as response:
-        assert json.loads(response.read())['count'] == 5000
-    # Migrations applied once, verified, and the schema is there.
-    names = [r[0] for r in sql(env.stack, env.db, 'SELECT migration_name FROM _prisma_migrations '
-                                                  'WHERE finished_at IS NOT NULL ORDER BY 1')]
-    assert len(names) == 3, names
-    # The frontend is published with this version.
-    index = _s3(env.stack).get_object(Bucket='sample-app-frontend-' + env.name, Key='index.html')['Body'].read()
-    assert b'v1.0.0' in index
-    # The history records the success, its phases and the backup.
-    entry = env.history()[-1]
-    assert entry['status'] == 'succeeded' and entry['version'] == 'v1.0.0' and entry['smoke_passed'] is True, entry
-    assert entry['running_version'] == 'v1.0.0'
-    assert entry['backup']['s3_uri'].startswith('s3://sample-app-backups/%s/' % env.name), entry
-    assert {'database', 'backends', 'release'} <= set(entry['phases']), entry['phases']
-    assert all(phase['status'] == 'ok' for phase in entry['phases'].values()), entry['phases']
-    # The lock is released; the webhook heard the start and the success, without the token in the URL.
-    assert not os.path.exists(os.path.join(env.root, 'deploy', env.name, 'deploy.lock'))
-    texts = [m.get('text', '') for m in messages(webhook)]
-    assert any('v1.0.0' in t for t in texts), texts
-    _check_success_report(env, entry, first, elapsed, history_bucket)
+class TestAStagingDeploymentThenACheckRunThenTheRunItPredicted(object):
+    def test_staging_deploy_serves_records_reports_and_reruns_without_change(self, shared_env, history_bucket):
+        """The first deployment of an environment, its history and report (the deploy_report callback, with secrets fed
+        through the run and a history mirror in S3), then the same deployment again, which changes nothing."""
+        env = shared_env
+        env.callbacks = CALLBACK
+        extra = dict(history_bucket, **secret_extra_vars(env.webhook.url))
+        began = time.monotonic()
+        first = env.play('deploy_staging.yml', runbook_version='v1.0.0', **extra)
+        elapsed = time.monotonic() - began
+        assert first.rc == 0, first
+        assert env.health() == {'status': 'healthy', 'version': 'v1.0.0'}
+        with urllib.request.urlopen('http://127.0.0.1:%d/api/cases' % env.port, timeout=5) as response:
+            assert json.loads(response.read())['count'] == 5000
+        # Migrations applied once, verified, and the schema is there.
+        names = [r[0] for r in sql(env.stack, env.db, 'SELECT migration_name FROM _prisma_migrations '
+                                                      'WHERE finished_at IS NOT NULL ORDER BY 1')]
+        assert len(names) == 3, names
+        # The frontend is published with this version.
+        index = _s3(env.stack).get_object(Bucket='sample-app-frontend-' + env.name, Key='index.html')['Body'].read()
+        assert b'v1.0.0' in index
+        # The history records the success, its phases and the backup.
+        entry = env.history()[-1]
+        assert entry['status'] == 'succeeded' and entry['version'] == 'v1.0.0' and entry['smoke_passed'] is True, entry
+        assert entry['running_version'] == 'v1.0.0'
+        assert entry['backup']['s3_uri'].startswith('s3://sample-app-backups/%s/' % env.name), entry
+        assert {'database', 'backends', 'release'} <= set(entry['phases']), entry['phases']
+        assert all(phase['status'] == 'ok' for phase in entry['phases'].values()), entry['phases']
+        # The lock is released; the webhook heard the start and the success, without the token in the URL.
+        assert not os.path.exists(os.path.join(env.root, 'deploy', env.name, 'deploy.lock'))
+        texts = [m.get('text', '') for m in messages(env.webhook)]
+        assert any('v1.0.0' in t for t in texts), texts
+        _check_success_report(env, entry, first, elapsed, history_bucket)
 
-    again = env.play('deploy_staging.yml', runbook_version='v1.0.0', **extra)
-    assert again.rc == 0, again
-    assert again.recap()['app1']['changed'] == 0, again
-    assert env.history()[-1]['status'] == 'succeeded'
-    # The second run has its own report; the two never share a file.
-    assert env.history()[-1]['report']['json'] != entry['report']['json']
-    for output in (first.output, again.output):
-        assert SECRET_TOKEN not in output
-        assert env.stack['RUNBOOK_PG_PASSWORD'] not in output
+        again = env.play('deploy_staging.yml', runbook_version='v1.0.0', **extra)
+        assert again.rc == 0, again
+        assert again.recap()['app1']['changed'] == 0, again
+        assert env.history()[-1]['status'] == 'succeeded'
+        # The second run has its own report; the two never share a file.
+        assert env.history()[-1]['report']['json'] != entry['report']['json']
+        for output in (first.output, again.output):
+            assert SECRET_TOKEN not in output
+            assert env.stack['RUNBOOK_PG_PASSWORD'] not in output
+
+    def test_a_check_run_changes_nothing_and_predicts_the_run_that_follows(self, shared_env, tmp_path):
+        """ansible-playbook --check --diff of a new version: a migration, a flag rollout named by the release's own
+        deploy/runbook.yml, a frontend change. The check completes, changes nothing, reports its predictions under
+        <run id>.check (status "checked"); the real run that follows changes exactly what was predicted."""
+        env = shared_env
+        _continues_from(env, [('deploy', 'v1.0.0', 'succeeded')] * 2, 'the first deployment and its re-run')
+        env.callbacks = CALLBACK
+        source = _sample_copy(tmp_path, new_migration=True, rollouts=[('new_case_view', [25, 100]), ('case_priority', [50, 100])])
+        bucket = 'sample-app-frontend-' + env.name
+        before = {'objects': _objects(env.stack, bucket), 'flags': _flag_states(env), 'data': env.snapshot(),
+                  'migrations': sql(env.stack, env.db, 'SELECT migration_name FROM _prisma_migrations ORDER BY 1'),
+                  'releases': sorted(os.listdir(os.path.join(env.deploy_to(), 'releases'))),
+                  'frontend': sorted(os.listdir(os.path.join(env.root, 'deploy', env.name, 'frontend'))),
+                  'history': env.history(), 'pm2': _pm2_pids(env)}
+
+        check = env.play('deploy_staging.yml', '--check', '--diff', runbook_version='v1.2.0', backend_source_dir=source)
+        assert check.rc == 0, check
+        # Nothing changed: the data, the migrations table, the releases, the bucket, the flags, the processes, the
+        # history; no preview is left, no lock.
+        after = {'objects': _objects(env.stack, bucket), 'flags': _flag_states(env), 'data': env.snapshot(),
+                 'migrations': sql(env.stack, env.db, 'SELECT migration_name FROM _prisma_migrations ORDER BY 1'),
+                 'releases': sorted(os.listdir(os.path.join(env.deploy_to(), 'releases'))),
+                 'frontend': sorted(os.listdir(os.path.join(env.root, 'deploy', env.name, 'frontend'))),
+                 'history': env.history(), 'pm2': _pm2_pids(env)}
+        assert after == before
+        assert env.current() == 'v1.0.0' and env.health()['version'] == 'v1.0.0'
+        assert not os.path.exists(os.path.join(env.root, 'deploy', env.name, 'deploy.lock'))
+        # What the log says it would do.
+        for line in ('Would build sample-app v1.2.0', 'Would back up %s' % env.db,
+                     'would apply 20261201000000_add_case_priority',
+                     "Would set postgres flag 'case_priority': absent -> on at 50 %",
+                     'Would smoke-test app1 once it runs v1.2.0', 'Would watch v1.2.0'):
+            assert line in check.output, (line, check)
+        # Its report: a check, under its own name, with the predictions.
+        reports = os.path.join(env.root, 'history', 'reports', env.name)
+        checked = [name for name in os.listdir(reports) if name.endswith('.check.json')]
+        assert len(checked) == 1, os.listdir(reports)
+        predicted = json.loads(read(os.path.join(reports, checked[0])))
+        assert predicted['status'] == 'checked' and predicted['check_mode'] is True, predicted['status']
+        assert predicted['running_version'] == 'v1.0.0'
+        page = read(os.path.join(reports, checked[0][:-len('json')] + 'html'))
+        assert 'succeeded' not in page.split('<h1>')[1].split('</h1>')[0] and 'Check run' in page, page[:600]
+        changes = predicted['changes']
+        assert changes['migrations'] == ['20261201000000_add_case_priority'], changes
+        assert changes['built'] == ['app1'] and changes['backup']['db'] == env.db, changes
+        assert changes['apps'] == {'app1': {'%s-app1-api' % env.name: 'reload', '%s-app1-worker' % env.name: 'reload'}}
+        assert 'index.html' in changes['frontend']['uploaded'] and len(changes['frontend']['deleted']) == 1, changes
+        assert list(changes['flags']) == ['case_priority'], changes
+
+        real = env.play('deploy_staging.yml', runbook_version='v1.2.0', backend_source_dir=source)
+        assert real.rc == 0, real
+        entry = env.history()[-1]
+        assert entry['status'] == 'succeeded' and entry['version'] == 'v1.2.0', entry
+        # The prediction was the run.
+        assert entry['changes'] == changes, (entry['changes'], changes)
+        assert report_of(entry)['changes'] == changes
+        # And the world moved as predicted: the objects uploaded and deleted, the migration, the flag.
+        objects = _objects(env.stack, bucket)
+        assert sorted(set(objects) - set(before['objects'])) == sorted(k for k in changes['frontend']['uploaded']
+                                                                       if k not in before['objects'])
+        assert not set(changes['frontend']['deleted']) & set(objects)
+        assert sorted(k for k in objects if k in before['objects'] and objects[k] != before['objects'][k]) == sorted(
+            k for k in changes['frontend']['uploaded'] if k in before['objects'])
+        assert _flag_states(env)['case_priority'] == (True, 100), _flag_states(env)
 
 
 def _check_success_report(env, entry, result, elapsed, history_bucket):
@@ -416,6 +492,26 @@ def _play_until(env, playbook, marker, signum, timeout=300, **extra):
 
 def _flags(env):
     return dict(sql(env.stack, env.db, 'SELECT flag_name, enabled FROM feature_flags'))
+
+
+def _flag_states(env):
+    """{flag: (enabled, rollout percentage)}."""
+    return {name: (enabled, percentage) for name, enabled, percentage in
+            sql(env.stack, env.db, 'SELECT flag_name, enabled, rollout_percentage FROM feature_flags')}
+
+
+def _objects(stack, bucket):
+    """{key: ETag} of every object in the bucket."""
+    return {item['Key']: item['ETag'] for item in _s3(stack).list_objects_v2(Bucket=bucket).get('Contents', [])}
+
+
+def _pm2_pids(env, host='app1'):
+    """{app name: [pid, ...]} of the host's PM2 processes."""
+    home = os.path.join(env.deploy_to(host), 'pm2')
+    listing = subprocess.run([PM2, 'jlist'], env=dict(os.environ, PM2_HOME=home), capture_output=True, text=True,
+                             check=True, timeout=60).stdout
+    procs = json.loads(listing[listing.index('['):])
+    return {name: sorted(p['pid'] for p in procs if p['name'] == name) for name in sorted({p['name'] for p in procs})}
 
 
 def _running_releases(env, host='app1'):

@@ -118,12 +118,45 @@ def test_markdown_and_html_show_the_log_and_the_timeline():
     markdown = report.render_markdown(record)
     assert '| Smoke test success rate | 75.0% |' in markdown
     assert '| backends | 41.0 | 60.0 | 19.0 s | failed |' in markdown
-    assert '- s3_uri: s3://b/x.dump' in markdown
+    assert '| S3 | s3://b/x.dump |' in markdown
     page = report.render_html(record)
     assert page.startswith('<!DOCTYPE html>') and page.count('class="row"') == 6
     assert 'bar failed' in page and 'bar rollback' in page and 'bar derived' in page
     for fragment in ('<script', '<link', 'src=', 'url('):
         assert fragment not in page
+
+
+def test_every_section_is_a_table_a_person_reads():
+    """The lower half of the page used to be raw JSON: ~6,000 px of it, with floats like 0.041249999999999."""
+    record = _record()
+    record['watch'] = {'decision': 'keep', 'duration_s': 300.0, 'samples': 60, 'breaches': [],
+                       'thresholds': {'error_rate': {'metric': 'http_requests_total{status=~"5.."}', 'op': '<',
+                                                     'limit': 0.05, 'last': 0.041249999999999, 'max': 0.0431234,
+                                                     'samples': 60, 'breached': False}}}
+    record['preflight'] = {'database': {'ok': True, 'detail': 'PostgreSQL 15'}, 'problems': [], 'warnings': ['disk 71% full']}
+    page = report.render_html(record)
+    markdown = report.render_markdown(record)
+    assert '<pre>' not in page and '```' not in markdown
+    assert '0.041249999999999' not in page and '<td>0.04125</td>' in page
+    assert '| error_rate | http_requests_total{status=~"5.."} | < 0.05 | 0.04125 | 0.04312 | 60 | no |' in markdown
+    assert '<td>database</td><td>ok</td><td>PostgreSQL 15</td>' in page and 'disk 71% full' in page
+
+
+def test_a_check_runs_report_says_it_is_a_check_and_shows_the_predictions():
+    record = _record()
+    record.update(status='checked', check_mode=True, failure=None, changes={
+        'built': ['app1'], 'backup': {'db': 'app', 'reused': False, 's3': True}, 'migrations': ['20261201_add'],
+        'apps': {'app1': {'api': 'reload'}}, 'frontend': {'uploaded': ['index.html'], 'deleted': []},
+        'flags': {'dash': {'before': {'enabled': False, 'rollout_percentage': None},
+                           'after': {'enabled': True, 'rollout_percentage': 100}}}})
+    page = report.render_html(record)
+    title = page.split('<h1>')[1].split('</h1>')[0]
+    assert 'Check run: Deploy of v2 to staging' in title and 'succeeded' not in title
+    assert 'nothing was changed' in page and '<h2>What this run would change</h2>' in page
+    assert '<td>Flag dash</td><td>off -&gt; on at 100 %</td>' in page
+    markdown = report.render_markdown(record)
+    assert markdown.startswith('# Check run: Deploy of v2 to staging: checked')
+    assert '| Migrations | 20261201_add |' in markdown and '| Apps on app1 | api: reload |' in markdown
 
 
 def test_html_escapes_what_the_run_says():
