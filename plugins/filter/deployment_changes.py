@@ -5,7 +5,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
   name: deployment_changes
-  version_added: 1.1.0
+  version_added: 0.1.0
   short_description: What a deployment run changed, or in check mode would change, in figures that compare
   description:
     - Summarises the facts the deployment's roles publish into one dictionary, the same for a real run (what it

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: check_settings
 short_description: Check every setting a deployment will use, before anything changes, and report all problems at once
-version_added: 1.1.0
+version_added: 0.1.0
 description:
   - Runs on the controller (an action plugin) and reads nothing from the managed host.
   - For each role named in O(roles), evaluates every variable of the host that is one of the role's options (from

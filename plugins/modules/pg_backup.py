@@ -138,7 +138,7 @@ options:
         database from before that deployment's migrations and writes).
       - Unset, any backup of the label young enough is reused.
     type: str
-    version_added: 1.1.0
+    version_added: 0.1.0
   pg_bin_dir:
     description:
       - Directory with C(pg_dump), C(pg_restore) and C(psql).

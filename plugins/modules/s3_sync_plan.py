@@ -9,7 +9,7 @@ DOCUMENTATION = r'''
 ---
 module: s3_sync_plan
 short_description: Predict what community.aws.s3_sync would upload and delete, without writing
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Lists the files under O(file_root) as C(community.aws.s3_sync) does (O(include) and O(exclude) match file
     names, keys are O(key_prefix) joined with each file's path below O(file_root)), compares each with the object
@@ -88,7 +88,7 @@ requirements:
 seealso:
   - module: community.aws.s3_sync
 author:
-  - runbook.deploy contributors
+  - runbook.deploy contributors (@runbook-deploy)
 '''
 
 EXAMPLES = r'''
