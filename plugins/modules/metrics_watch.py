@@ -411,7 +411,6 @@ duration_s:
 import concurrent.futures
 import json
 import math
-import os
 import re
 import time
 import traceback
@@ -421,6 +420,7 @@ from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.runbook.deploy.plugins.module_utils import http_client as http
 from ansible_collections.runbook.deploy.plugins.module_utils import metrics
+from ansible_collections.runbook.deploy.plugins.module_utils import progress
 
 HEALTH = 'health'
 
@@ -684,24 +684,15 @@ class MetricsWatch(object):
                                      % (source.name, http.strip_credentials(source.url), source.reads, source.last_error))
 
     def write_progress(self, elapsed):
-        path = self.params['progress_file']
-        if not path:
-            return
-        progress = dict(elapsed_s=round(elapsed, 1), duration_s=self.params['duration'], samples=self.rounds,
-                        breaches=sum(len(t.episodes) for t in self.thresholds),
-                        last=dict((t.name, t.last) for t in self.thresholds))
-        partial = '%s.%d.tmp' % (path, os.getpid())
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, 'w') as handle:
-            json.dump(progress, handle)
-        os.rename(partial, path)
+        if self.params['progress_file']:
+            progress.write(self.params['progress_file'], dict(
+                elapsed_s=round(elapsed, 1), duration_s=self.params['duration'], samples=self.rounds,
+                breaches=sum(len(t.episodes) for t in self.thresholds),
+                last=dict((t.name, t.last) for t in self.thresholds)))
 
     def remove_progress(self):
         if self.params['progress_file']:
-            try:
-                os.unlink(self.params['progress_file'])
-            except OSError:
-                pass
+            progress.remove(self.params['progress_file'])
 
     def breaches(self):
         episodes = [e for t in self.thresholds for e in t.episodes]

@@ -139,6 +139,13 @@ options:
       - Unset, any backup of the label young enough is reused.
     type: str
     version_added: 0.1.0
+  progress_file:
+    description:
+      - A file the module rewrites every second (atomically, mode 0600) while it takes a backup, for a caller that
+        prints heartbeats (the backup role runs the module with C(async) and runbook.deploy.await_job reads it).
+      - A JSON object with C(phase) (C(dump), C(verify), C(upload)), C(bytes) (the size of the archive written so
+        far) and C(elapsed_s). The module removes it when it ends.
+    type: path
   pg_bin_dir:
     description:
       - Directory with C(pg_dump), C(pg_restore) and C(psql).
@@ -485,6 +492,7 @@ from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.runbook.deploy.plugins.module_utils import backup_catalog as catalog
 from ansible_collections.runbook.deploy.plugins.module_utils import postgres as pg
+from ansible_collections.runbook.deploy.plugins.module_utils import progress
 from ansible_collections.runbook.deploy.plugins.module_utils import s3
 from ansible_collections.runbook.deploy.plugins.module_utils.command import (
     CommandError, CommandRunner, PrivateWorkspace, child_environment, find_tool, last_lines, tool_major_version)
@@ -552,6 +560,7 @@ class PgBackup(object):
         self.params = module.params
         self.runner = CommandRunner(module)
         self.removed = []
+        self.reporter = None
         self.conn = None
         self.env = None
         self.tools = None
@@ -757,6 +766,10 @@ class PgBackup(object):
                 'name': name, 'server-version': '%d.%d' % self.server_version, 'pg-dump-version': str(self.tools.dump_major)}
 
     def dump(self, dbname, label, existing):
+        with progress.Reporter(self.params['progress_file'], lambda: 0) as self.reporter:
+            return self.dump_reported(dbname, label, existing)
+
+    def dump_reported(self, dbname, label, existing):
         p = self.params
         dest = p['dest']
         started = time.time()
@@ -770,6 +783,15 @@ class PgBackup(object):
         snapshot_conn = None
         uploader = None
         upload_error = None
+        written = [0]
+
+        def measure():
+            # The archive keeps its size once renamed: the largest size seen is the size written.
+            written[0] = max(written[0], progress.tree_size(partial))
+            return written[0]
+
+        self.reporter.measure = measure
+        self.reporter.phase = 'dump'
         try:
             snapshot = None
             if p['verify'] == 'restore':
@@ -801,8 +823,11 @@ class PgBackup(object):
                 size = catalog.backup_size(partial)
                 timings['checksum'] = round(time.time() - mark, 3)
             mark = time.time()
+            self.reporter.phase = 'verify'
             verification = self.verify(partial, p['format'], p['verify'], dbname, snapshot_conn)
             timings['verify'] = round(time.time() - mark, 3)
+            if uploader or p['s3_bucket']:
+                self.reporter.phase = 'upload'
             if uploader:
                 # Parts may still be going up (a link slower than pg_dump): wait for them now.
                 mark = time.time()
@@ -1506,6 +1531,7 @@ def main():
         keep=dict(type='int', default=0),
         max_age=dict(type='str'),
         reuse_key=dict(type='str', no_log=False),
+        progress_file=dict(type='path'),
         pg_bin_dir=dict(type='path'),
         src=dict(type='str'),
         source_db=dict(type='str'),

@@ -54,7 +54,10 @@ class Env(object):
         self.db = 'sample_app_' + name.replace('-', '_')
         self.extra = {'runbook_environment': name, 'runbook_stack_dir': root,
                       # Short windows: the tests check behaviour, bench/ measures time.
-                      'watch_duration': 2, 'flags_rollout_pause': 0}
+                      'watch_duration': 2, 'flags_rollout_pause': 0,
+                      # Backups and builds of seconds, as one task each (tests/integration/plugins/action/
+                      # test_await_job.py and the check-mode class's deployment cover the heartbeats).
+                      'backup_heartbeat': 0, 'backend_build_heartbeat': 0}
         if port:
             self.extra['sample_app_port'] = port
 
@@ -395,8 +398,13 @@ class TestAStagingDeploymentThenACheckRunThenTheRunItPredicted(object):
         assert 'index.html' in changes['frontend']['uploaded'] and len(changes['frontend']['deleted']) == 1, changes
         assert list(changes['flags']) == ['case_priority'], changes
 
-        real = env.play('deploy_staging.yml', runbook_version='v1.2.0', backend_source_dir=source)
+        # With heartbeats, as by default: the backup and each build command run in the background (a long backup or
+        # build prints a line every few seconds); the result is the same.
+        real = env.play('deploy_staging.yml', runbook_version='v1.2.0', backend_source_dir=source, backup_heartbeat=30,
+                        backend_build_heartbeat=30)
         assert real.rc == 0, real
+        assert 'TASK [runbook.deploy.backup : Wait for the backup, with a heartbeat every backup_heartbeat seconds]' in real.output
+        assert 'Wait, with a heartbeat every backend_build_heartbeat seconds, for npm run build' in real.output
         entry = env.history()[-1]
         assert entry['status'] == 'succeeded' and entry['version'] == 'v1.2.0', entry
         # The prediction was the run.

@@ -1,0 +1,109 @@
+# Copyright: (c) 2026, runbook.deploy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin of runbook.deploy.await_job (documented in plugins/modules/await_job.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+from ansible.utils.vars import merge_hash
+
+display = Display()
+
+# Keys of async_status's own answer, not of the background task's result.
+STATUS_KEYS = ('ansible_job_id', 'started', 'finished', 'results_file', 'erased', 'stdout_lines', 'stderr_lines')
+
+
+def human_size(count):
+    size = float(count)
+    for unit in ('bytes', 'KiB', 'MiB', 'GiB', 'TiB'):
+        if size < 1024 or unit == 'TiB':
+            return '%d bytes' % size if unit == 'bytes' else '%.1f %s' % (size, unit)
+        size /= 1024.0
+    return '%d bytes' % count
+
+
+def human_time(seconds):
+    if seconds < 60:
+        return '%d s' % seconds
+    minutes, rest = divmod(int(seconds), 60)
+    if minutes < 60:
+        return '%d min %02d s' % (minutes, rest)
+    hours, minutes = divmod(minutes, 60)
+    return '%d h %02d min' % (hours, minutes)
+
+
+def heartbeat_line(label, waited, progress):
+    """'backup 1 min 10 s; dump, 1.2 GiB written' from the label, the time waited and the task's progress file."""
+    parts = []
+    if isinstance(progress, dict):
+        if progress.get('phase'):
+            parts.append(str(progress['phase']))
+        if isinstance(progress.get('bytes'), int):
+            parts.append('%s written' % human_size(progress['bytes']))
+        if progress.get('text'):
+            parts.append(str(progress['text']))
+    return '%s %s%s' % (label, human_time(waited), ('; ' + ', '.join(parts)) if parts else '')
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(('jid', 'heartbeat', 'label', 'progress_path', 'poll'))
+
+    def _status(self, task_vars, jid, mode='status'):
+        async_dir = self._remote_expand_user(self.get_shell_option('async_dir', default='~/.ansible_async'))
+        return self._execute_module(module_name='ansible.legacy.async_status', task_vars=task_vars,
+                                    module_args={'jid': jid, 'mode': mode, '_async_dir': async_dir})
+
+    def _progress(self, task_vars, path):
+        if not path:
+            return None
+        read = self._execute_module(module_name='ansible.legacy.slurp', task_vars=task_vars, module_args={'src': path})
+        if read.get('failed') or 'content' not in read:
+            return None  # not written yet, or already removed at the end
+        try:
+            return json.loads(base64.b64decode(read['content']))
+        except ValueError:
+            return None
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        validation, args = self.validate_argument_spec(argument_spec=dict(
+            jid=dict(type='str', required=True),
+            heartbeat=dict(type='float', default=30),
+            label=dict(type='str', default='job'),
+            progress_path=dict(type='path'),
+            poll=dict(type='float', default=2),
+        ))
+        started = time.time()
+        next_beat = started + args['heartbeat'] if args['heartbeat'] > 0 else None
+        lines = []
+        polls = 0
+        while True:
+            status = self._status(task_vars, args['jid'])
+            if status.get('finished'):
+                break
+            if status.get('failed') and not status.get('started', True):
+                # No such job (its status file is gone or the jid is wrong): nothing to wait for.
+                result.update(failed=True, msg='await_job: %s' % status.get('msg', 'job %s not found' % args['jid']))
+                result.update(heartbeats=lines, waited_s=round(time.time() - started, 1))
+                return result
+            now = time.time()
+            if next_beat is not None and now >= next_beat:
+                line = heartbeat_line(args['label'], now - started, self._progress(task_vars, args['progress_path']))
+                display.display(line)
+                lines.append(line)
+                while next_beat <= now:
+                    next_beat += args['heartbeat']
+            # Each read runs async_status on the host: quick tasks are read soon, long ones every `poll` seconds.
+            time.sleep(max(0.05, min(args['poll'], 0.25 * 1.6 ** polls)))
+            polls += 1
+        self._status(task_vars, args['jid'], mode='cleanup')
+        job = dict((k, v) for k, v in status.items() if k not in STATUS_KEYS)
+        result = merge_hash(result, job)
+        result.update(heartbeats=lines, waited_s=round(time.time() - started, 1))
+        return result
