@@ -92,3 +92,34 @@ class ProcessWatcher(threading.Thread):
     def __exit__(self, *exc):
         self.done.set()
         self.join()
+
+
+class RequestLoop(object):
+    """Calls request() again and again while a `with` block runs (so bounded by that block), `interval` seconds apart,
+    and keeps what failed: an exception, or a status outside 2xx when request() returns a number. The zero-downtime
+    tests assert that nothing failed while a reload, a rehome or an adoption ran."""
+
+    def __init__(self, request, interval):
+        self.request, self.interval = request, interval
+        self.failures, self.answers = [], 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, name='request-loop', daemon=True)
+
+    def run(self):
+        while not self.done.is_set():
+            try:
+                answer = self.request()
+                self.answers += 1
+                if isinstance(answer, int) and not 200 <= answer < 300:
+                    self.failures.append(answer)
+            except Exception as exc:  # pylint: disable=broad-except
+                self.failures.append(repr(exc))
+            self.done.wait(self.interval)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()

@@ -29,7 +29,7 @@ import uuid
 import pytest
 import yaml
 
-from helpers import REPO, free_port, sql
+from helpers import REPO, RequestLoop, free_port, sql
 
 pytestmark = pytest.mark.slow
 
@@ -266,36 +266,6 @@ class TestATeamsOwnAppFromTheMinimalInventory(object):
         assert OWNER_PASSWORD not in output
 
 
-class Requests(object):
-    """GET a path again and again (bounded by the block it runs in) and keep what did not answer 2xx."""
-
-    def __init__(self, env, path):
-        import threading
-        self.env, self.path = env, path
-        self.failures, self.answers = [], 0
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self.run)
-
-    def run(self):
-        while not self.done.is_set():
-            try:
-                status = self.env.get(self.path)[0]
-                self.answers += 1
-                if not 200 <= status < 300:
-                    self.failures.append(status)
-            except Exception as exc:  # pylint: disable=broad-except
-                self.failures.append(repr(exc))
-            self.done.wait(0.1)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.done.set()
-        self.thread.join()
-
-
 @pytest.fixture(scope='class')
 def hand_installed(stack):
     """The notes app v1 as a team deployed it by hand before runbook.deploy: a git checkout at the tag, its
@@ -372,7 +342,7 @@ class TestAdoptingAnInstallDeployedByHand(object):
             self, hand_installed):
         env = hand_installed
         assert env.scripts() == [os.path.join(env.install, 'src', 'index.js')], 'continues from the hand start'
-        with Requests(env, '/healthz') as load:
+        with RequestLoop(lambda: env.get('/healthz')[0], 0.1) as load:
             rc, output = env.play('adopt.yml', runbook_version='v1', backend_adopt_from=env.install)
         assert rc == 0, output[-6000:]
         assert load.failures == [] and load.answers > 20, (load.answers, load.failures[:5])

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from helpers import REPO, assert_clear_failure, free_port
+from helpers import REPO, RequestLoop, assert_clear_failure, free_port
 
 MODULE = 'runbook.deploy.pm2_service'
 PM2 = os.path.join(REPO, 'node_modules', '.bin', 'pm2')
@@ -277,35 +277,6 @@ def hand_start(app_dir, tmp_path, *argv, **env):
     return str(hand)
 
 
-class Load(object):
-    """Requests to a port, one after the other, while a block runs; the failed ones are kept."""
-
-    def __init__(self, port):
-        import threading
-        self.port = port
-        self.failures = []
-        self.answers = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run)
-
-    def run(self):
-        while not self.stop.is_set():
-            try:
-                get_json(self.port, timeout=15)
-                self.answers += 1
-            except Exception as exc:  # pylint: disable=broad-except
-                self.failures.append(repr(exc))
-            time.sleep(0.01)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-
-
 def test_rehome_moves_hand_started_apps_onto_the_ecosystem_without_dropping_a_request(pm2, app_dir, tmp_path):
     # 'multi' gives instances but no exec_mode: PM2 runs it in cluster mode, so it moves without a gap too.
     hand = hand_start(app_dir, tmp_path, 'server.js', '--name', 'multi', '-i', '2',
@@ -319,7 +290,7 @@ def test_rehome_moves_hand_started_apps_onto_the_ecosystem_without_dropping_a_re
     assert {p['pm2_env']['pm_exec_path'] for p in jlist(app_dir['home'])} == {
         os.path.join(hand, 'server.js'), os.path.join(hand, 'worker.js')}, 'check mode moved something'
 
-    with Load(app_dir['multi_port']) as load:
+    with RequestLoop(lambda: get_json(app_dir['multi_port'], timeout=15), 0.01) as load:
         result = pm2(name=['multi', 'worker'], rehome=True, ready_url='http://127.0.0.1:%d/' % app_dir['multi_port'])
     assert result['changed'] is True and result['actions'] == {'multi': 'rehome', 'worker': 'rehome'}, result
     assert load.failures == [] and load.answers > 10, (load.answers, load.failures[:3])
@@ -363,7 +334,7 @@ def test_rehome_finishes_a_move_an_interrupted_run_left_half_done(pm2, app_dir, 
     subprocess.run([PM2, 'start', str(wrapper)], cwd=app_dir['path'], capture_output=True, check=True,
                    env=dict(os.environ, PM2_HOME=app_dir['home']))
     subprocess.run([PM2, 'delete', 'api'], capture_output=True, check=True, env=dict(os.environ, PM2_HOME=app_dir['home']))
-    with Load(app_dir['api_port']) as load:
+    with RequestLoop(lambda: get_json(app_dir['api_port'], timeout=15), 0.01) as load:
         result = pm2(name=['api'], rehome=True)
     assert result['changed'] is True and result['actions'] == {'api': 'rehome'}, result
     assert load.failures == [], load.failures[:3]
