@@ -52,12 +52,24 @@ def heartbeat_line(label, waited, progress):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(('jid', 'heartbeat', 'label', 'progress_path', 'poll'))
+    _VALID_ARGS = frozenset(('jid', 'heartbeat', 'label', 'progress_path'))
+
+    def _async_dir(self):
+        return self._remote_expand_user(self.get_shell_option('async_dir', default='~/.ansible_async'))
 
     def _status(self, task_vars, jid, mode='status'):
-        async_dir = self._remote_expand_user(self.get_shell_option('async_dir', default='~/.ansible_async'))
         return self._execute_module(module_name='ansible.legacy.async_status', task_vars=task_vars,
-                                    module_args={'jid': jid, 'mode': mode, '_async_dir': async_dir})
+                                    module_args={'jid': jid, 'mode': mode, '_async_dir': self._async_dir()})
+
+    def _wait_for_end(self, task_vars, jid, seconds):
+        """Wait on the host, up to `seconds`, for the job's status file to hold its result: one module run per wait,
+        however long it lasts (polling async_status would run a module every second or so). Until the job ends the
+        file holds only {"started": 1, "finished": 0, "ansible_job_id": ...}; a module's result always has
+        "invocation" (or "failed" and "msg" when the job itself failed). True when it has ended."""
+        waited = self._execute_module(module_name='ansible.legacy.wait_for', task_vars=task_vars, module_args={
+            'path': self._connection._shell.join_path(self._async_dir(), jid),
+            'search_regex': '"(?:invocation|failed|msg)"', 'timeout': max(1, int(round(seconds)))})
+        return not waited.get('failed')
 
     def _progress(self, task_vars, path):
         if not path:
@@ -77,31 +89,26 @@ class ActionModule(ActionBase):
             heartbeat=dict(type='float', default=30),
             label=dict(type='str', default='job'),
             progress_path=dict(type='path'),
-            poll=dict(type='float', default=2),
         ))
         started = time.time()
         next_beat = started + args['heartbeat'] if args['heartbeat'] > 0 else None
         lines = []
-        polls = 0
         while True:
+            if self._wait_for_end(task_vars, args['jid'], (next_beat - time.time()) if next_beat else 300):
+                status = self._status(task_vars, args['jid'])
+                break
+            # Not over when the wait ended: unless the job is gone (an unknown jid, a status file removed), say
+            # where it stands.
             status = self._status(task_vars, args['jid'])
             if status.get('finished'):
                 break
-            if status.get('failed') and not status.get('started', True):
-                # No such job (its status file is gone or the jid is wrong): nothing to wait for.
-                result.update(failed=True, msg='await_job: %s' % status.get('msg', 'job %s not found' % args['jid']))
-                result.update(heartbeats=lines, waited_s=round(time.time() - started, 1))
-                return result
             now = time.time()
-            if next_beat is not None and now >= next_beat:
+            if next_beat is not None and now >= next_beat - 0.5:
                 line = heartbeat_line(args['label'], now - started, self._progress(task_vars, args['progress_path']))
                 display.display(line)
                 lines.append(line)
-                while next_beat <= now:
+                while next_beat <= now + 0.5:
                     next_beat += args['heartbeat']
-            # Each read runs async_status on the host: quick tasks are read soon, long ones every `poll` seconds.
-            time.sleep(max(0.05, min(args['poll'], 0.25 * 1.6 ** polls)))
-            polls += 1
         self._status(task_vars, args['jid'], mode='cleanup')
         job = dict((k, v) for k, v in status.items() if k not in STATUS_KEYS)
         result = merge_hash(result, job)

@@ -17,6 +17,9 @@ description:
     its C(phase), or a C(text).
   - Returns the background task's own result, as if it had run in the foreground (a failed task fails this one), and
     removes the job's status file.
+  - The host waits for the job's end (C(ansible.builtin.wait_for) on its status file) until the next heartbeat is due,
+    so a wait costs one module run per heartbeat, not one per second as C(async_status) with C(until) and C(delay=1)
+    would.
   - Runs on the controller (an action plugin); it reads the job's status and the progress file on the managed host.
 options:
   jid:
@@ -34,12 +37,6 @@ options:
   progress_path:
     description: A JSON file the background task keeps up to date on the managed host (read at each heartbeat).
     type: path
-  poll:
-    description:
-      - The longest time, in seconds, between two reads of the job's status. The first reads come sooner (from a
-        quarter of a second, growing), so that a quick task is not waited for longer than it ran.
-    type: float
-    default: 2
 attributes:
   check_mode:
     support: full

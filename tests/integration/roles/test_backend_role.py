@@ -47,7 +47,9 @@ def play(site, version=None, tasks_from='main', **extra):
     role_vars = dict(backend_app_name='sample', backend_deploy_to=site['deploy_to'], backend_pm2_apps=['api', 'worker'],
                      backend_pm2_home=site['home'], backend_pm2_executable=PM2, backend_pm2_stable_for=1,
                      backend_pm2_timeout=30, backend_keep_releases=3, backend_pm2_env='production',
-                     backend_ready_url='http://127.0.0.1:%d/health' % site['port'])
+                     backend_ready_url='http://127.0.0.1:%d/health' % site['port'],
+                     # Builds of seconds, each as one task: the heartbeats have their own tests (test_await_job.py).
+                     backend_build_heartbeat=0)
     if version:
         role_vars.update(backend_version=version, backend_source_dir=os.path.join(site['sources'], version))
     role_vars.update(extra)

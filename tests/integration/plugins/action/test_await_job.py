@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 
 import ansible_runner
@@ -16,8 +17,8 @@ import yaml
 from helpers import REPO
 
 PYTHON = os.path.join(REPO, '.venv', 'bin', 'python')
-# A background task that writes a progress file as a long backup does (1 MiB more every 0.4 s), then ends.
-WRITER = ('for i in 1 2 3 4 5 6 7; do printf \'{"phase": "dump", "bytes": %d}\' $((i * 1048576)) > "$P.tmp"; '
+# A background task that writes a progress file as a long backup does (1 MiB more every 0.4 s, for ~5 s), then ends.
+WRITER = ('for i in $(seq 1 12); do printf \'{"phase": "dump", "bytes": %d}\' $((i * 1048576)) > "$P.tmp"; '
           'mv "$P.tmp" "$P"; sleep 0.4; done; rm -f "$P"; echo done writing')
 
 
@@ -39,7 +40,7 @@ def test_heartbeats_while_a_background_task_runs_then_its_own_result(tmp_path):
         {'name': 'Start', 'ansible.builtin.shell': WRITER, 'environment': {'P': progress}, 'async': 60, 'poll': 0,
          'register': 'job'},
         {'name': 'Wait', 'runbook.deploy.await_job': {'jid': '{{ job.ansible_job_id }}', 'heartbeat': 1,
-                                                      'label': 'backup', 'progress_path': progress, 'poll': 0.2},
+                                                      'label': 'backup', 'progress_path': progress},
          'register': 'waited'},
         {'name': 'Show', 'ansible.builtin.debug': {'msg': '{{ waited | to_json }}'}},
     ])
@@ -50,8 +51,11 @@ def test_heartbeats_while_a_background_task_runs_then_its_own_result(tmp_path):
     # The background command's own result, as if it had run in the foreground.
     assert waited['rc'] == 0 and waited['stdout'] == 'done writing', waited
     lines = waited['heartbeats']
-    assert 2 <= len(lines) <= 4, lines
-    assert lines[0].startswith('backup 1 s; dump, ') and ' MiB written' in lines[0], lines
+    # A line a second or so (the host waits for the end between two), each saying what the progress file says.
+    assert 2 <= len(lines) <= 6, lines
+    written = [re.match(r'^backup \d+ s; dump, ([\d.]+) MiB written$', line) for line in lines]
+    assert all(written), lines
+    assert float(written[-1].group(1)) > float(written[0].group(1)), lines
     # What ansible-runner records (AWX's job events): the heartbeat lines, as they were printed.
     printed = ''.join(e.get('stdout', '') for e in events)
     assert all(line in printed for line in lines), printed[-2000:]
@@ -62,7 +66,7 @@ def test_heartbeats_while_a_background_task_runs_then_its_own_result(tmp_path):
 def test_a_failed_background_task_fails_with_its_own_message(tmp_path):
     run = _run(tmp_path, [
         {'name': 'Start', 'ansible.builtin.command': 'ls /no/such/dir', 'async': 60, 'poll': 0, 'register': 'job'},
-        {'name': 'Wait', 'runbook.deploy.await_job': {'jid': '{{ job.ansible_job_id }}', 'heartbeat': 0, 'poll': 0.2},
+        {'name': 'Wait', 'runbook.deploy.await_job': {'jid': '{{ job.ansible_job_id }}', 'heartbeat': 0},
          'register': 'waited', 'ignore_errors': True},
         {'name': 'Show', 'ansible.builtin.debug': {'msg': '{{ waited | to_json }}'}},
     ])
