@@ -52,6 +52,15 @@ async function main() {
   console.log(`unleash.js: listening on http://127.0.0.1:${port}`);
 }
 
+// unleash-server 7 records a new flag's lifecycle from an async event listener: when the flag is deleted before that
+// insert runs (a test that creates a flag and removes it at once, on a loaded machine), the insert fails on its
+// foreign key and the rejected promise would end the whole server (Node's default for an unhandled rejection), and
+// every later test would find nothing listening. Log it and keep serving, as a production process manager would
+// restart it.
+process.on('unhandledRejection', (reason) => {
+  console.error('unleash.js: unhandled rejection, server kept running:', (reason && reason.stack) || reason);
+});
+
 main().catch((err) => {
   console.error('unleash.js: failed to start:', err);
   process.exit(1);

@@ -51,11 +51,13 @@ def test_heartbeats_while_a_background_task_runs_then_its_own_result(tmp_path):
     # The background command's own result, as if it had run in the foreground.
     assert waited['rc'] == 0 and waited['stdout'] == 'done writing', waited
     lines = waited['heartbeats']
-    # A line a second or so (the host waits for the end between two), each saying what the progress file says.
+    # A line a second or so (the host waits for the end between two), each saying what the progress file said then
+    # (nothing once the writer has removed it, on a machine slow enough to be between its end and the job's).
     assert 2 <= len(lines) <= 6, lines
-    written = [re.match(r'^backup \d+ s; dump, ([\d.]+) MiB written$', line) for line in lines]
-    assert all(written), lines
-    assert float(written[-1].group(1)) > float(written[0].group(1)), lines
+    shapes = [re.match(r'^backup \d+ s(?:; dump, ([\d.]+) MiB written)?$', line) for line in lines]
+    assert all(shapes), lines
+    written = [float(m.group(1)) for m in shapes if m.group(1)]
+    assert written and written == sorted(written), lines
     # What ansible-runner records (AWX's job events): the heartbeat lines, as they were printed.
     printed = ''.join(e.get('stdout', '') for e in events)
     assert all(line in printed for line in lines), printed[-2000:]
