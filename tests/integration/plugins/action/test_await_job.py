@@ -52,8 +52,9 @@ def test_heartbeats_while_a_background_task_runs_then_its_own_result(tmp_path):
     assert waited['rc'] == 0 and waited['stdout'] == 'done writing', waited
     lines = waited['heartbeats']
     # A line a second or so (the host waits for the end between two), each saying what the progress file said then
-    # (nothing once the writer has removed it, on a machine slow enough to be between its end and the job's).
-    assert 2 <= len(lines) <= 6, lines
+    # (nothing once the writer has removed it, on a machine slow enough to be between its end and the job's). On a
+    # loaded CI machine a round (wait, status, read) takes seconds, so one line is all a 5-second task is sure of.
+    assert 1 <= len(lines) <= 6, lines
     shapes = [re.match(r'^backup \d+ s(?:; dump, ([\d.]+) MiB written)?$', line) for line in lines]
     assert all(shapes), lines
     written = [float(m.group(1)) for m in shapes if m.group(1)]
