@@ -12,29 +12,12 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 from ansible.utils.vars import merge_hash
 
+from ansible_collections.runbook.deploy.plugins.plugin_utils import human
+
 display = Display()
 
 # Keys of async_status's own answer, not of the background task's result.
-STATUS_KEYS = ('ansible_job_id', 'started', 'finished', 'results_file', 'erased', 'stdout_lines', 'stderr_lines')
-
-
-def human_size(count):
-    size = float(count)
-    for unit in ('bytes', 'KiB', 'MiB', 'GiB', 'TiB'):
-        if size < 1024 or unit == 'TiB':
-            return '%d bytes' % size if unit == 'bytes' else '%.1f %s' % (size, unit)
-        size /= 1024.0
-    return '%d bytes' % count
-
-
-def human_time(seconds):
-    if seconds < 60:
-        return '%d s' % seconds
-    minutes, rest = divmod(int(seconds), 60)
-    if minutes < 60:
-        return '%d min %02d s' % (minutes, rest)
-    hours, minutes = divmod(minutes, 60)
-    return '%d h %02d min' % (hours, minutes)
+STATUS_KEYS = ('ansible_job_id', 'started', 'finished', 'results_file', 'erased')
 
 
 def heartbeat_line(label, waited, progress):
@@ -44,10 +27,10 @@ def heartbeat_line(label, waited, progress):
         if progress.get('phase'):
             parts.append(str(progress['phase']))
         if isinstance(progress.get('bytes'), int):
-            parts.append('%s written' % human_size(progress['bytes']))
+            parts.append('%s written' % human.size(progress['bytes']))
         if progress.get('text'):
             parts.append(str(progress['text']))
-    return '%s %s%s' % (label, human_time(waited), ('; ' + ', '.join(parts)) if parts else '')
+    return '%s %s%s' % (label, human.duration(waited, decimals=0), ('; ' + ', '.join(parts)) if parts else '')
 
 
 class ActionModule(ActionBase):

@@ -77,6 +77,8 @@ import time
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.callback import CallbackBase
 
+from ansible_collections.runbook.deploy.plugins.plugin_utils import human
+
 try:
     import boto3
     HAS_BOTO3 = True
@@ -208,19 +210,6 @@ def timeline(phases, started_epoch, duration_s):
     return result
 
 
-def _duration(seconds):
-    seconds = _float(seconds)
-    if seconds is None:
-        return 'n/a'
-    if seconds < 60:
-        return '%.1f s' % seconds
-    minutes, rest = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return '%d min %02d s' % (minutes, rest)
-    hours, minutes = divmod(minutes, 60)
-    return '%d h %02d min' % (hours, minutes)
-
-
 def checklist(record):
     """The runbooks' 'deployment log' table, filled in: [(item, value)]."""
     phases = {p['name']: p for p in record.get('timeline', [])}
@@ -235,10 +224,10 @@ def checklist(record):
         ('Outcome', record.get('status') or 'unknown'),
         ('Approved by', record.get('approved_by') or '(no approval recorded)'),
         ('Change ticket', record.get('ticket') or '(none)'),
-        ('Total deployment time', _duration(record.get('duration_s'))),
-        ('Database phase time (backup + migrations)', _duration(phases['database']['duration_s']) if 'database' in phases else 'n/a'),
+        ('Total deployment time', human.duration(record.get('duration_s'))),
+        ('Database phase time (backup + migrations)', human.duration(phases['database']['duration_s']) if 'database' in phases else 'n/a'),
         ('Migrations to apply' if record.get('check_mode') else 'Migrations applied', str(len(migrations))),
-        ('Backend phase time (rolling reload)', _duration(phases['backends']['duration_s']) if 'backends' in phases else 'n/a'),
+        ('Backend phase time (rolling reload)', human.duration(phases['backends']['duration_s']) if 'backends' in phases else 'n/a'),
         ('Smoke test success rate', 'n/a' if rate is None else '%s%%' % rate),
         ('Rollback required', 'this run is the ad-hoc rollback (playbooks/rollback.yml)' if record.get('kind') == 'rollback'
          else ('yes: ' + (rollback.get('why') or '(no reason recorded)')) if rollback.get('taken') else 'no'),
@@ -366,7 +355,7 @@ def render_markdown(record):
     out += ['', '## Phases', '', '| Phase | Start (s) | End (s) | Duration | Status |', '|---|---|---|---|---|']
     for phase in record.get('timeline', []):
         out.append('| %s%s | %.1f | %.1f | %s | %s |' % (phase['name'], '' if phase['recorded'] else ' (derived)',
-                                                         phase['start_s'], phase['end_s'], _duration(phase['duration_s']),
+                                                         phase['start_s'], phase['end_s'], human.duration(phase['duration_s']),
                                                          phase['status']))
     for heading, note, header, table in sections(record):
         out += ['', '## %s' % heading, '']
@@ -462,7 +451,7 @@ def sections(record):
     backup = record.get('backup')
     if backup:
         out.append(('Backup', '', ('Item', 'Value'), [
-            ('Path', backup.get('path')), ('Size', _size(backup.get('size'))), ('SHA-256', backup.get('sha256')),
+            ('Path', backup.get('path')), ('Size', human.size(backup.get('size'))), ('SHA-256', backup.get('sha256')),
             ('S3', backup.get('s3_uri') or 'not uploaded')]))
     migrations = record.get('migrations') or {}
     if migrations:
@@ -470,7 +459,7 @@ def sections(record):
             m.get('name') if isinstance(m, dict) else to_text(m) for m in migrations.get('applied') or []) or 'none'),
             ('Now at', migrations.get('current_version')),
             ('Verified', 'not in a check run' if check else _plain(migrations.get('verified'))),
-            ('Time', _duration(migrations.get('duration_s')))]
+            ('Time', human.duration(migrations.get('duration_s')))]
         out.append(('Migrations', '', ('Item', 'Value'), [r for r in rows if r[1] not in (None, '')]))
     smoke = record.get('smoke')
     if smoke and not smoke.get('hosts'):
@@ -491,7 +480,7 @@ def sections(record):
                  _number(t.get('max')), t.get('samples'), 'yes' if t.get('breached') else 'no')
                 for name, t in sorted((watch.get('thresholds') or {}).items())]
         note = 'Decision: %s after %s and %s sample(s); %s breach(es).' % (
-            watch.get('decision'), _duration(watch.get('duration_s')), watch.get('samples'), len(watch.get('breaches') or []))
+            watch.get('decision'), human.duration(watch.get('duration_s')), watch.get('samples'), len(watch.get('breaches') or []))
         out.append(('Watch window', note, ('Threshold', 'Metric', 'Limit', 'Last', 'Max', 'Samples', 'Breached'), rows))
     flags = record.get('flags_changed') or []
     if flags:
@@ -513,7 +502,7 @@ def sections(record):
     slowest = (record.get('tasks') or {}).get('slowest') or []
     if slowest:
         out.append(('Slowest tasks', '', ('Task', 'Host', 'Time'),
-                    [(t['task'], t['host'], _duration(t['duration_s'])) for t in slowest]))
+                    [(t['task'], t['host'], human.duration(t['duration_s'])) for t in slowest]))
     return out
 
 
@@ -528,17 +517,6 @@ def _plain(value):
     if isinstance(value, dict):
         return '; '.join('%s: %s' % (k, _plain(v)) for k, v in sorted(value.items()))
     return to_text(value if value is not None else '')
-
-
-def _size(size):
-    size = _float(size)
-    if size is None:
-        return 'n/a'
-    for unit in ('bytes', 'KiB', 'MiB', 'GiB'):
-        if size < 1024 or unit == 'GiB':
-            return ('%d %s' % (size, unit)) if unit == 'bytes' else '%.1f %s' % (size, unit)
-        size /= 1024.0
-    return 'n/a'
 
 
 def _title(record):
@@ -565,7 +543,7 @@ def render_html(record):
             classes.append('rollback')
         rows.append('<div class="row"><span class="lbl">%s %s</span><div class="lane"><div class="%s" style="left:%.2f%%;'
                     'width:%.2f%%" title="%s: %.1f s to %.1f s (%s)"></div></div></div>' % (
-                        esc(phase['name']), esc(_duration(phase['duration_s'])), ' '.join(classes),
+                        esc(phase['name']), esc(human.duration(phase['duration_s'])), ' '.join(classes),
                         100.0 * phase['start_s'] / total, 100.0 * phase['duration_s'] / total, esc(phase['name']),
                         phase['start_s'], phase['end_s'], esc(phase['status'])))
     details = []

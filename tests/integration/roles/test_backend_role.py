@@ -42,8 +42,8 @@ def site(tmp_path_factory):
     shutil.rmtree(home, ignore_errors=True)
 
 
-def play(site, version=None, tasks_from='main', **extra):
-    """Run the role through ansible-playbook; return (rc, recap counts, output)."""
+def play(site, version=None, tasks_from='main', check=False, **extra):
+    """Run the role through ansible-playbook (with --check when check); return (rc, recap counts, output)."""
     role_vars = dict(backend_app_name='sample', backend_deploy_to=site['deploy_to'], backend_pm2_apps=['api', 'worker'],
                      backend_pm2_home=site['home'], backend_pm2_executable=PM2, backend_pm2_stable_for=1,
                      backend_pm2_timeout=30, backend_keep_releases=3, backend_pm2_env='production',
@@ -60,7 +60,7 @@ def play(site, version=None, tasks_from='main', **extra):
     with open(path, 'w') as handle:
         yaml.safe_dump(playbook, handle)
     proc = subprocess.run([os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
-                           path], capture_output=True, text=True, check=False)
+                           path] + (['--check'] if check else []), capture_output=True, text=True, check=False)
     recap = {}
     for line in proc.stdout.splitlines():
         if line.startswith('localhost') and 'ok=' in line:
@@ -158,8 +158,28 @@ class TestReleasesOfOneSite(object):
         assert current(site) == 'v1' and health(site)['version'] == 'v1'
         assert os.path.exists(os.path.join(site['deploy_to'], 'releases', 'v4', 'BAD'))
 
-    def test_keep_releases_never_removes_current_or_previous(self, site):
+    def test_a_check_run_replaces_the_preview_a_killed_check_run_left_and_removes_only_previews(self, site):
+        """A check run copies the new version's source, unbuilt and marked, where its release will be. A check run
+        killed before its end leaves that preview behind: the next check run starts from a fresh copy (nothing of the
+        old one survives), and removing a preview never removes a real release."""
         assert current(site) == 'v1' and releases(site) == ['v1', 'v2', 'v4'], 'continues from the crash loop'
+        left = os.path.join(site['deploy_to'], 'releases', 'v5')
+        os.makedirs(os.path.join(left, 'node_modules'))
+        for name in ('.runbook-check-preview', 'node_modules/stale.js', 'left-by-the-killed-run'):
+            open(os.path.join(left, name), 'w').close()
+        rc, recap, out = play(site, 'v5', check=True)
+        assert rc == 0, out
+        assert 'Would build sample v5' in out, out
+        assert sorted(os.listdir(left)) == sorted(os.listdir(os.path.join(site['sources'], 'v5')) + ['.runbook-check-preview'])
+        assert current(site) == 'v1' and health(site)['version'] == 'v1'
+        # The end of a check run removes the preview; pointed at a real release, it keeps it.
+        for path in (os.path.join(site['deploy_to'], 'releases', 'v2'), left):
+            rc, recap, out = play(site, tasks_from='remove_preview', backend_preview_path=path)
+            assert rc == 0, out
+        assert releases(site) == ['v1', 'v2', 'v4']
+
+    def test_keep_releases_never_removes_current_or_previous(self, site):
+        assert current(site) == 'v1' and releases(site) == ['v1', 'v2', 'v4'], 'continues from the check run'
         assert play(site, 'v5', backend_keep_releases=2)[0] == 0
         # The two newest are kept (v5, and v4 however bad), and v1 too, older than v2, because it is the previous
         # release: v2 goes.

@@ -17,8 +17,10 @@ import yaml
 from helpers import REPO
 
 PYTHON = os.path.join(REPO, '.venv', 'bin', 'python')
-# A background task that writes a progress file as a long backup does (1 MiB more every 0.4 s, for ~5 s), then ends.
-WRITER = ('for i in $(seq 1 12); do printf \'{"phase": "dump", "bytes": %d}\' $((i * 1048576)) > "$P.tmp"; '
+# A background task that writes a progress file as a long backup does (1 MiB more every 0.4 s, for ~12 s), then ends:
+# long enough for a heartbeat every 3 s to read it at least once on a loaded machine, where a round (wait, status,
+# read) takes seconds (a 5-second writer had ended before the only heartbeat of a run beside the whole suite).
+WRITER = ('for i in $(seq 1 30); do printf \'{"phase": "dump", "bytes": %d}\' $((i * 1048576)) > "$P.tmp"; '
           'mv "$P.tmp" "$P"; sleep 0.4; done; rm -f "$P"; echo done writing')
 
 
@@ -39,21 +41,23 @@ def test_heartbeats_while_a_background_task_runs_then_its_own_result(tmp_path):
     run = _run(tmp_path, [
         {'name': 'Start', 'ansible.builtin.shell': WRITER, 'environment': {'P': progress}, 'async': 60, 'poll': 0,
          'register': 'job'},
-        {'name': 'Wait', 'runbook.deploy.await_job': {'jid': '{{ job.ansible_job_id }}', 'heartbeat': 1,
+        {'name': 'Wait', 'runbook.deploy.await_job': {'jid': '{{ job.ansible_job_id }}', 'heartbeat': 3,
                                                       'label': 'backup', 'progress_path': progress},
          'register': 'waited'},
-        {'name': 'Show', 'ansible.builtin.debug': {'msg': '{{ waited | to_json }}'}},
+        {'name': 'Show', 'ansible.builtin.debug': {'msg': '{{ {"waited": waited, "jid": job.ansible_job_id} | to_json }}'}},
     ])
     assert run.rc == 0, run.stdout.read()[-4000:]
     events = list(run.events)
-    waited = json.loads(next(e for e in events if e.get('event') == 'runner_on_ok'
-                             and e['event_data'].get('task') == 'Show')['event_data']['res']['msg'])
+    shown = json.loads(next(e for e in events if e.get('event') == 'runner_on_ok'
+                            and e['event_data'].get('task') == 'Show')['event_data']['res']['msg'])
+    waited = shown['waited']
     # The background command's own result, as if it had run in the foreground.
     assert waited['rc'] == 0 and waited['stdout'] == 'done writing', waited
+    # The task's own result, as a foreground run registers it (stdout_lines included); async_status's keys are gone.
+    assert waited['stdout_lines'] == ['done writing'] and 'ansible_job_id' not in waited and 'finished' not in waited, waited
     lines = waited['heartbeats']
-    # A line a second or so (the host waits for the end between two), each saying what the progress file said then
-    # (nothing once the writer has removed it, on a machine slow enough to be between its end and the job's). On a
-    # loaded CI machine a round (wait, status, read) takes seconds, so one line is all a 5-second task is sure of.
+    # A line every 3 s or so (the host waits for the end between two), each saying what the progress file said then
+    # (nothing once the writer has removed it, on a machine slow enough to be between its end and the job's).
     assert 1 <= len(lines) <= 6, lines
     shapes = [re.match(r'^backup \d+ s(?:; dump, ([\d.]+) MiB written)?$', line) for line in lines]
     assert all(shapes), lines
@@ -63,7 +67,8 @@ def test_heartbeats_while_a_background_task_runs_then_its_own_result(tmp_path):
     printed = ''.join(e.get('stdout', '') for e in events)
     assert all(line in printed for line in lines), printed[-2000:]
     # The job's status file is gone.
-    assert not os.path.exists(os.path.expanduser('~/.ansible_async/%s' % waited.get('ansible_job_id', 'x')))
+    assert os.path.isdir(os.path.expanduser('~/.ansible_async'))
+    assert not os.path.exists(os.path.expanduser('~/.ansible_async/%s' % shown['jid']))
 
 
 def test_a_failed_background_task_fails_with_its_own_message(tmp_path):
