@@ -83,6 +83,24 @@ class Env(object):
         print('==== %s %s: rc=%s\n%s' % (playbook, json.dumps(extra), result.rc, result.output[-8000:]))
         return result
 
+    def play_while_locked(self, playbook, during, **extra):
+        """Run a playbook; once it holds the deploy lock, call during() (another run, say). Returns the playbook's
+        Result and what during() returned."""
+        proc = subprocess.Popen(self.command(playbook, **extra), env=self.env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        owner = os.path.join(self.root, 'deploy', self.name, 'deploy.lock', 'owner.json')
+        deadline = time.monotonic() + 300
+        while not os.path.exists(owner) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        try:
+            assert os.path.exists(owner), 'the run never took the lock'
+            beside = during()
+        finally:
+            output = proc.communicate(timeout=600)[0]
+        result = Result(proc.returncode, output)
+        print('==== %s %s (while locked): rc=%s\n%s' % (playbook, json.dumps(extra), result.rc, result.output[-8000:]))
+        return result, beside
+
     def history(self):
         path = os.path.join(self.root, 'history', self.name + '.jsonl')
         if not os.path.exists(path):
@@ -130,14 +148,6 @@ class Result(object):
         return 'rc=%s\n%s' % (self.rc, self.output[-6000:])
 
 
-@pytest.fixture
-def webhook(tmp_path):
-    recorder = WebhookRecorder(str(tmp_path / 'webhook.jsonl'))
-    recorder.start()
-    yield recorder
-    recorder.stop()
-
-
 def messages(recorder):
     if not os.path.exists(recorder.path):
         return []
@@ -171,24 +181,24 @@ def _environments(stack, webhook):
             shutil.rmtree(env.root, ignore_errors=True)
 
 
-@pytest.fixture
-def make_env(stack, webhook):
-    with _environments(stack, webhook) as factory:
-        yield factory
-
-
 @pytest.fixture(scope='class')
-def shared_env(stack, tmp_path_factory):
-    """One environment that the tests of a class use in turn, each starting where the one before it ended: a scenario
-    whose first deployment is another test's subject costs one deployment less. tests/conftest.py's scheduler keeps a
-    class's tests on one worker, in their order (with -p no:randomly, as tests/scripts/run_all.sh runs pytest)."""
+def more_envs(stack, tmp_path_factory):
+    """The environments of a class: shared_env first, then any other one a test of the class asks for."""
     recorder = WebhookRecorder(str(tmp_path_factory.mktemp('webhook') / 'webhook.jsonl'))
     recorder.start()
     try:
         with _environments(stack, recorder) as factory:
-            yield factory()
+            yield factory
     finally:
         recorder.stop()
+
+
+@pytest.fixture(scope='class')
+def shared_env(more_envs):
+    """One environment that the tests of a class use in turn, each starting where the one before it ended: a scenario
+    whose first deployment is another test's subject costs one deployment less. tests/conftest.py's scheduler keeps a
+    class's tests on one worker, in their order (with -p no:randomly, as tests/scripts/run_all.sh runs pytest)."""
+    return more_envs()
 
 
 def _continues_from(env, statuses, why):
@@ -250,174 +260,6 @@ def history_bucket(stack):
     # The endpoint and region are the local inventory's runbook_aws (the history's S3 defaults to them).
     yield {'deployment_history_s3_bucket': bucket, 'deployment_history_s3_prefix': 'runbook/history'}
     _drop_bucket(stack, bucket)
-
-
-# The order of the scenarios is the order xdist starts them in (tests/conftest.py's scheduler puts the classes below
-# first, then the single tests in this order, one per worker, then each worker's second): the longest two, the
-# production deployment and the first class, go to different workers.
-def test_production_gates_then_three_hosts_in_batches_with_one_backup_and_one_migration(make_env):
-    staging = make_env()
-    production = make_env(inventory='local-production', port=False)
-    production.extra.update(deployment_staging_environment=staging.name, runbook_stack_dir=staging.root)
-    # The two environments share the history directory (as they share a controller or an S3 bucket).
-    shutil.rmtree(production.root)
-    production.root = staging.root
-    assert production.play('local_sample_app.yml').rc == 0
-
-    # A misspelt role variable would be ignored silently (here: no off-host backup, no smoke checks), a misspelt
-    # migration tool found after the build and the backup: refused first, every one named at once.
-    typos = production.play('deploy_production.yml', runbook_version='v2.0.0', backup_s3_buket='typo', smoke_check=[],
-                            migrate_tool='prisam')
-    assert typos.rc != 0, typos
-    for expected in ('(1) backup_s3_buket (did you mean backup_s3_bucket?) is named like a role variable',
-                     '(2) smoke_check (did you mean smoke_checks?) is named like a role variable',
-                     '(3) role migrate: value of migrate_tool must be one of: prisma, flyway, got: prisam'):
-        assert expected in typos.output, (expected, typos)
-    # Without the approval and without an off-host backup: both refusals in one message.
-    no_approval = production.play('deploy_production.yml', runbook_version='v2.0.0', backup_s3_bucket='')
-    assert no_approval.rc != 0 and 'needs an approval' in no_approval.output, no_approval
-    assert 'needs an off-host backup before its migrations: set backup_s3_bucket' in no_approval.output, no_approval
-    approved = dict(runbook_approved_by='Dana', runbook_ticket='CHG-1')
-    not_staged = production.play('deploy_production.yml', runbook_version='v2.0.0', **approved)
-    assert not_staged.rc != 0 and 'has no successful deployment' in not_staged.output, not_staged
-    # The gates of a protected environment cannot be skipped: not by running the shared flow the production playbook
-    # imports, nor by switching them off with extra vars.
-    direct = production.play('deploy.yml', runbook_version='v2.0.0')
-    assert direct.rc != 0 and 'needs an approval' in direct.output, direct
-    switched_off = production.play('deploy.yml', runbook_version='v2.0.0', deployment_require_approval=False,
-                                   deployment_require_staging=False, **approved)
-    assert switched_off.rc != 0 and 'has no successful deployment' in switched_off.output, switched_off
-    assert production.history() == []
-
-    assert staging.play('deploy_staging.yml', runbook_version='v2.0.0').rc == 0
-    deployed = production.play('deploy_production.yml', runbook_version='v2.0.0', **approved)
-    assert deployed.rc == 0, deployed
-    for host, port in (('app1', 39111), ('app2', 39112), ('app3', 39113)):
-        assert production.current(host) == 'v2.0.0'
-        assert production.health(port)['version'] == 'v2.0.0'
-    # Three batches of one host for the backends; the backup and the migrations ran once, on one host.
-    assert deployed.output.count('PLAY [Backends - release, reload and smoke tests, in batches]') == 3
-    backup_task = deployed.output.split('TASK [runbook.deploy.backup : Back up the database with pg_backup]')[1]
-    assert len(re.findall(r'^(?:changed|ok): \[app\d\]', backup_task.split('TASK [')[0], re.M)) == 1
-    assert len(sql(production.stack, production.db, 'SELECT 1 FROM _prisma_migrations')) == 3
-    entry = production.history()[-1]
-    assert entry['status'] == 'succeeded' and entry['approved_by'] == 'Dana' and entry['ticket'] == 'CHG-1', entry
-    assert entry['hosts'] == ['app1', 'app2', 'app3']
-
-
-class TestAStagingDeploymentThenACheckRunThenTheRunItPredicted(object):
-    def test_staging_deploy_serves_records_reports_and_reruns_without_change(self, shared_env, history_bucket):
-        """The first deployment of an environment, its history and report (the deploy_report callback, with secrets fed
-        through the run and a history mirror in S3), then the same deployment again, which changes nothing."""
-        env = shared_env
-        env.callbacks = CALLBACK
-        extra = dict(history_bucket, **secret_extra_vars(env.webhook.url))
-        began = time.monotonic()
-        first = env.play('deploy_staging.yml', runbook_version='v1.0.0', **extra)
-        elapsed = time.monotonic() - began
-        assert first.rc == 0, first
-        assert env.health() == {'status': 'healthy', 'version': 'v1.0.0'}
-        with urllib.request.urlopen('http://127.0.0.1:%d/api/cases' % env.port, timeout=5) as response:
-            assert json.loads(response.read())['count'] == 5000
-        # Migrations applied once, verified, and the schema is there.
-        names = [r[0] for r in sql(env.stack, env.db, 'SELECT migration_name FROM _prisma_migrations '
-                                                      'WHERE finished_at IS NOT NULL ORDER BY 1')]
-        assert len(names) == 3, names
-        # The frontend is published with this version.
-        index = _s3(env.stack).get_object(Bucket='sample-app-frontend-' + env.name, Key='index.html')['Body'].read()
-        assert b'v1.0.0' in index
-        # The history records the success, its phases and the backup.
-        entry = env.history()[-1]
-        assert entry['status'] == 'succeeded' and entry['version'] == 'v1.0.0' and entry['smoke_passed'] is True, entry
-        assert entry['running_version'] == 'v1.0.0'
-        assert entry['backup']['s3_uri'].startswith('s3://sample-app-backups/%s/' % env.name), entry
-        assert {'database', 'backends', 'release'} <= set(entry['phases']), entry['phases']
-        assert all(phase['status'] == 'ok' for phase in entry['phases'].values()), entry['phases']
-        # The lock is released; the webhook heard the start and the success, without the token in the URL.
-        assert not os.path.exists(os.path.join(env.root, 'deploy', env.name, 'deploy.lock'))
-        texts = [m.get('text', '') for m in messages(env.webhook)]
-        assert any('v1.0.0' in t for t in texts), texts
-        _check_success_report(env, entry, first, elapsed, history_bucket)
-
-        again = env.play('deploy_staging.yml', runbook_version='v1.0.0', **extra)
-        assert again.rc == 0, again
-        assert again.recap()['app1']['changed'] == 0, again
-        assert env.history()[-1]['status'] == 'succeeded'
-        # The second run has its own report; the two never share a file.
-        assert env.history()[-1]['report']['json'] != entry['report']['json']
-        for output in (first.output, again.output):
-            assert SECRET_TOKEN not in output
-            assert env.stack['RUNBOOK_PG_PASSWORD'] not in output
-
-    def test_a_check_run_changes_nothing_and_predicts_the_run_that_follows(self, shared_env, tmp_path):
-        """ansible-playbook --check --diff of a new version: a migration, a flag rollout named by the release's own
-        deploy/runbook.yml, a frontend change. The check completes, changes nothing, reports its predictions under
-        <run id>.check (status "checked"); the real run that follows changes exactly what was predicted."""
-        env = shared_env
-        _continues_from(env, [('deploy', 'v1.0.0', 'succeeded')] * 2, 'the first deployment and its re-run')
-        env.callbacks = CALLBACK
-        source = _sample_copy(tmp_path, new_migration=True, rollouts=[('new_case_view', [25, 100]), ('case_priority', [50, 100])])
-        bucket = 'sample-app-frontend-' + env.name
-        before = {'objects': _objects(env.stack, bucket), 'flags': _flag_states(env), 'data': env.snapshot(),
-                  'migrations': sql(env.stack, env.db, 'SELECT migration_name FROM _prisma_migrations ORDER BY 1'),
-                  'releases': sorted(os.listdir(os.path.join(env.deploy_to(), 'releases'))),
-                  'frontend': sorted(os.listdir(os.path.join(env.root, 'deploy', env.name, 'frontend'))),
-                  'history': env.history(), 'pm2': _pm2_pids(env)}
-
-        check = env.play('deploy_staging.yml', '--check', '--diff', runbook_version='v1.2.0', backend_source_dir=source)
-        assert check.rc == 0, check
-        # Nothing changed: the data, the migrations table, the releases, the bucket, the flags, the processes, the
-        # history; no preview is left, no lock.
-        after = {'objects': _objects(env.stack, bucket), 'flags': _flag_states(env), 'data': env.snapshot(),
-                 'migrations': sql(env.stack, env.db, 'SELECT migration_name FROM _prisma_migrations ORDER BY 1'),
-                 'releases': sorted(os.listdir(os.path.join(env.deploy_to(), 'releases'))),
-                 'frontend': sorted(os.listdir(os.path.join(env.root, 'deploy', env.name, 'frontend'))),
-                 'history': env.history(), 'pm2': _pm2_pids(env)}
-        assert after == before
-        assert env.current() == 'v1.0.0' and env.health()['version'] == 'v1.0.0'
-        assert not os.path.exists(os.path.join(env.root, 'deploy', env.name, 'deploy.lock'))
-        # What the log says it would do.
-        for line in ('Would build sample-app v1.2.0', 'Would back up %s' % env.db,
-                     'would apply 20261201000000_add_case_priority',
-                     "Would set postgres flag 'case_priority': absent -> on at 50 %",
-                     'Would smoke-test app1 once it runs v1.2.0', 'Would watch v1.2.0'):
-            assert line in check.output, (line, check)
-        # Its report: a check, under its own name, with the predictions.
-        reports = os.path.join(env.root, 'history', 'reports', env.name)
-        checked = [name for name in os.listdir(reports) if name.endswith('.check.json')]
-        assert len(checked) == 1, os.listdir(reports)
-        predicted = json.loads(read(os.path.join(reports, checked[0])))
-        assert predicted['status'] == 'checked' and predicted['check_mode'] is True, predicted['status']
-        assert predicted['running_version'] == 'v1.0.0'
-        page = read(os.path.join(reports, checked[0][:-len('json')] + 'html'))
-        assert 'succeeded' not in page.split('<h1>')[1].split('</h1>')[0] and 'Check run' in page, page[:600]
-        changes = predicted['changes']
-        assert changes['migrations'] == ['20261201000000_add_case_priority'], changes
-        assert changes['built'] == ['app1'] and changes['backup']['db'] == env.db, changes
-        assert changes['apps'] == {'app1': {'%s-app1-api' % env.name: 'reload', '%s-app1-worker' % env.name: 'reload'}}
-        assert 'index.html' in changes['frontend']['uploaded'] and len(changes['frontend']['deleted']) == 1, changes
-        assert list(changes['flags']) == ['case_priority'], changes
-
-        # With heartbeats, as by default: the backup and each build command run in the background (a long backup or
-        # build prints a line every few seconds); the result is the same.
-        real = env.play('deploy_staging.yml', runbook_version='v1.2.0', backend_source_dir=source, backup_heartbeat=30,
-                        backend_build_heartbeat=30)
-        assert real.rc == 0, real
-        assert 'TASK [runbook.deploy.backup : Wait for the backup, with a heartbeat every backup_heartbeat seconds]' in real.output
-        assert 'Wait, with a heartbeat every backend_build_heartbeat seconds, for npm run build' in real.output
-        entry = env.history()[-1]
-        assert entry['status'] == 'succeeded' and entry['version'] == 'v1.2.0', entry
-        # The prediction was the run.
-        assert entry['changes'] == changes, (entry['changes'], changes)
-        assert report_of(entry)['changes'] == changes
-        # And the world moved as predicted: the objects uploaded and deleted, the migration, the flag.
-        objects = _objects(env.stack, bucket)
-        assert sorted(set(objects) - set(before['objects'])) == sorted(k for k in changes['frontend']['uploaded']
-                                                                       if k not in before['objects'])
-        assert not set(changes['frontend']['deleted']) & set(objects)
-        assert sorted(k for k in objects if k in before['objects'] and objects[k] != before['objects'][k]) == sorted(
-            k for k in changes['frontend']['uploaded'] if k in before['objects'])
-        assert _flag_states(env)['case_priority'] == (True, 100), _flag_states(env)
 
 
 def _check_success_report(env, entry, result, elapsed, history_bucket):
@@ -534,9 +376,10 @@ def _running_releases(env, host='app1'):
     return result
 
 
-# Scenarios that continue from one another: each class is one environment, its tests run in order on one worker.
-
-class TestAFailedFirstDeploymentThenAnAwxJobThenAFailedSmokeTest(object):
+# Scenarios that continue from one another: each class is one environment (or two, production beside staging), its
+# tests run in order on one worker. tests/conftest.py's scheduler starts the classes in the order written here: the
+# longest first, so that it never runs alone at the end.
+class TestAFailedFirstDeploymentThenAnAwxJobThenAFailedSmokeTestThenProduction(object):
     def test_a_failed_first_deployment_says_there_is_nothing_to_roll_back_to(self, shared_env):
         """The first deployment of an environment fails its smoke test. Nothing ran before, so there is nothing to
         roll back to: the message says so and in what state the host is, and the release that just failed is not
@@ -632,10 +475,199 @@ class TestAFailedFirstDeploymentThenAnAwxJobThenAFailedSmokeTest(object):
         assert env.history()[-2]['report']['json'] != entry['report']['json']
         assert os.path.isfile(env.history()[-2]['report']['json'])
 
+    def test_production_gates_then_three_hosts_in_batches_with_one_backup_and_one_migration(self, shared_env,
+                                                                                            more_envs):
+        """Production, beside this staging environment (v1.0.0 succeeded there as the AWX job, v1.1.0 was rolled
+        back): its gates refuse first (typos, no approval, no off-host backup, a version staging never ran
+        successfully, the gates switched off), then v1.0.0 goes to three hosts in batches, with one backup and one
+        migration run."""
+        staging = shared_env
+        _continues_from(staging, [('deploy', 'v0.9.0', 'failed'), ('deploy', 'v1.0.0', 'succeeded'),
+                                  ('deploy', 'v1.1.0', 'rolled_back')], 'the failed smoke test')
+        production = more_envs(inventory='local-production', port=False)
+        production.extra.update(deployment_staging_environment=staging.name, runbook_stack_dir=staging.root)
+        # The two environments share the history directory (as they share a controller or an S3 bucket).
+        shutil.rmtree(production.root)
+        production.root = staging.root
+        assert production.play('local_sample_app.yml').rc == 0
 
-class TestAFailedMigrationThenAnInterruptedOne(object):
+        # A misspelt role variable would be ignored silently (here: no off-host backup, no smoke checks), a misspelt
+        # migration tool found after the build and the backup: refused first, every one named at once.
+        typos = production.play('deploy_production.yml', runbook_version='v1.0.0', backup_s3_buket='typo', smoke_check=[],
+                                migrate_tool='prisam')
+        assert typos.rc != 0, typos
+        for expected in ('(1) backup_s3_buket (did you mean backup_s3_bucket?) is named like a role variable',
+                         '(2) smoke_check (did you mean smoke_checks?) is named like a role variable',
+                         '(3) role migrate: value of migrate_tool must be one of: prisma, flyway, got: prisam'):
+            assert expected in typos.output, (expected, typos)
+        # Without the approval and without an off-host backup: both refusals in one message.
+        no_approval = production.play('deploy_production.yml', runbook_version='v1.0.0', backup_s3_bucket='')
+        assert no_approval.rc != 0 and 'needs an approval' in no_approval.output, no_approval
+        assert 'needs an off-host backup before its migrations: set backup_s3_bucket' in no_approval.output, no_approval
+        approved = dict(runbook_approved_by='Dana', runbook_ticket='CHG-1')
+        # v1.1.0 failed in staging (rolled back): not staged.
+        not_staged = production.play('deploy_production.yml', runbook_version='v1.1.0', **approved)
+        assert not_staged.rc != 0 and 'has no successful deployment' in not_staged.output, not_staged
+        # The gates of a protected environment cannot be skipped: not by running the shared flow the production playbook
+        # imports, nor by switching them off with extra vars.
+        direct = production.play('deploy.yml', runbook_version='v1.0.0')
+        assert direct.rc != 0 and 'needs an approval' in direct.output, direct
+        switched_off = production.play('deploy.yml', runbook_version='v1.1.0', deployment_require_approval=False,
+                                       deployment_require_staging=False, **approved)
+        assert switched_off.rc != 0 and 'has no successful deployment' in switched_off.output, switched_off
+        assert production.history() == []
+
+        deployed = production.play('deploy_production.yml', runbook_version='v1.0.0', **approved)
+        assert deployed.rc == 0, deployed
+        for host, port in (('app1', 39111), ('app2', 39112), ('app3', 39113)):
+            assert production.current(host) == 'v1.0.0'
+            assert production.health(port)['version'] == 'v1.0.0'
+        # Three batches of one host for the backends; the backup and the migrations ran once, on one host.
+        assert deployed.output.count('PLAY [Backends - release, reload and smoke tests, in batches]') == 3
+        backup_task = deployed.output.split('TASK [runbook.deploy.backup : Back up the database with pg_backup]')[1]
+        assert len(re.findall(r'^(?:changed|ok): \[app\d\]', backup_task.split('TASK [')[0], re.M)) == 1
+        assert len(sql(production.stack, production.db, 'SELECT 1 FROM _prisma_migrations')) == 3
+        entry = production.history()[-1]
+        assert entry['status'] == 'succeeded' and entry['approved_by'] == 'Dana' and entry['ticket'] == 'CHG-1', entry
+        assert entry['hosts'] == ['app1', 'app2', 'app3']
+
+
+class TestAStagingDeploymentThenACheckRunThenTheRunItPredicted(object):
+    """One staging environment: its first deployment (with a concurrent one refused by the lock), the same deployment
+    again, a check run of the next version, and the run it predicted."""
+
+    def test_staging_deploy_serves_records_reports_and_reruns_without_change(self, shared_env, history_bucket):
+        """The first deployment of an environment, its history and report (the deploy_report callback, with secrets fed
+        through the run and a history mirror in S3), then the same deployment again, which changes nothing. A second
+        deployment started while the first holds the lock is refused, names deployment_lock_break, and changes and
+        records nothing."""
+        env = shared_env
+        env.callbacks = CALLBACK
+        extra = dict(history_bucket, **secret_extra_vars(env.webhook.url))
+        began = time.monotonic()
+        first, second = env.play_while_locked(
+            'deploy_staging.yml', lambda: env.play('deploy_staging.yml', runbook_version='v1.0.0', **extra),
+            runbook_version='v1.0.0', **extra)
+        elapsed = time.monotonic() - began
+        assert second.rc != 0, second
+        assert 'Another deployment of %s holds the lock' % env.name in second.output, second
+        assert 'deployment_lock_break' in second.output
+        assert first.rc == 0, first
+        assert env.health() == {'status': 'healthy', 'version': 'v1.0.0'}
+        with urllib.request.urlopen('http://127.0.0.1:%d/api/cases' % env.port, timeout=5) as response:
+            assert json.loads(response.read())['count'] == 5000
+        # Migrations applied once, verified, and the schema is there.
+        names = [r[0] for r in sql(env.stack, env.db, 'SELECT migration_name FROM _prisma_migrations '
+                                                      'WHERE finished_at IS NOT NULL ORDER BY 1')]
+        assert len(names) == 3, names
+        # The frontend is published with this version.
+        index = _s3(env.stack).get_object(Bucket='sample-app-frontend-' + env.name, Key='index.html')['Body'].read()
+        assert b'v1.0.0' in index
+        # The history records the success, its phases and the backup.
+        # The refused run recorded nothing and released nothing: one entry, the first's, and no lock after it.
+        assert [e['status'] for e in env.history()] == ['succeeded']
+        entry = env.history()[-1]
+        assert entry['status'] == 'succeeded' and entry['version'] == 'v1.0.0' and entry['smoke_passed'] is True, entry
+        assert entry['running_version'] == 'v1.0.0'
+        assert entry['backup']['s3_uri'].startswith('s3://sample-app-backups/%s/' % env.name), entry
+        assert {'database', 'backends', 'release'} <= set(entry['phases']), entry['phases']
+        assert all(phase['status'] == 'ok' for phase in entry['phases'].values()), entry['phases']
+        # The lock is released; the webhook heard the start and the success, without the token in the URL.
+        assert not os.path.exists(os.path.join(env.root, 'deploy', env.name, 'deploy.lock'))
+        texts = [m.get('text', '') for m in messages(env.webhook)]
+        assert any('v1.0.0' in t for t in texts), texts
+        _check_success_report(env, entry, first, elapsed, history_bucket)
+
+        again = env.play('deploy_staging.yml', runbook_version='v1.0.0', **extra)
+        assert again.rc == 0, again
+        assert again.recap()['app1']['changed'] == 0, again
+        assert env.history()[-1]['status'] == 'succeeded'
+        # The second run has its own report; the two never share a file.
+        assert env.history()[-1]['report']['json'] != entry['report']['json']
+        for output in (first.output, second.output, again.output):
+            assert SECRET_TOKEN not in output
+            assert env.stack['RUNBOOK_PG_PASSWORD'] not in output
+
+    def test_a_check_run_changes_nothing_and_predicts_the_run_that_follows(self, shared_env, tmp_path):
+        """ansible-playbook --check --diff of a new version: a migration, a flag rollout named by the release's own
+        deploy/runbook.yml, a frontend change. The check completes, changes nothing, reports its predictions under
+        <run id>.check (status "checked"); the real run that follows changes exactly what was predicted."""
+        env = shared_env
+        _continues_from(env, [('deploy', 'v1.0.0', 'succeeded')] * 2, 'the first deployment and its re-run')
+        env.callbacks = CALLBACK
+        source = _sample_copy(tmp_path, new_migration=True, rollouts=[('new_case_view', [25, 100]), ('case_priority', [50, 100])])
+        bucket = 'sample-app-frontend-' + env.name
+        before = {'objects': _objects(env.stack, bucket), 'flags': _flag_states(env), 'data': env.snapshot(),
+                  'migrations': sql(env.stack, env.db, 'SELECT migration_name FROM _prisma_migrations ORDER BY 1'),
+                  'releases': sorted(os.listdir(os.path.join(env.deploy_to(), 'releases'))),
+                  'frontend': sorted(os.listdir(os.path.join(env.root, 'deploy', env.name, 'frontend'))),
+                  'history': env.history(), 'pm2': _pm2_pids(env)}
+
+        check = env.play('deploy_staging.yml', '--check', '--diff', runbook_version='v1.2.0', backend_source_dir=source)
+        assert check.rc == 0, check
+        # Nothing changed: the data, the migrations table, the releases, the bucket, the flags, the processes, the
+        # history; no preview is left, no lock.
+        after = {'objects': _objects(env.stack, bucket), 'flags': _flag_states(env), 'data': env.snapshot(),
+                 'migrations': sql(env.stack, env.db, 'SELECT migration_name FROM _prisma_migrations ORDER BY 1'),
+                 'releases': sorted(os.listdir(os.path.join(env.deploy_to(), 'releases'))),
+                 'frontend': sorted(os.listdir(os.path.join(env.root, 'deploy', env.name, 'frontend'))),
+                 'history': env.history(), 'pm2': _pm2_pids(env)}
+        assert after == before
+        assert env.current() == 'v1.0.0' and env.health()['version'] == 'v1.0.0'
+        assert not os.path.exists(os.path.join(env.root, 'deploy', env.name, 'deploy.lock'))
+        # What the log says it would do.
+        for line in ('Would build sample-app v1.2.0', 'Would back up %s' % env.db,
+                     'would apply 20261201000000_add_case_priority',
+                     "Would set postgres flag 'case_priority': absent -> on at 50 %",
+                     'Would smoke-test app1 once it runs v1.2.0', 'Would watch v1.2.0'):
+            assert line in check.output, (line, check)
+        # Its report: a check, under its own name, with the predictions.
+        reports = os.path.join(env.root, 'history', 'reports', env.name)
+        checked = [name for name in os.listdir(reports) if name.endswith('.check.json')]
+        assert len(checked) == 1, os.listdir(reports)
+        predicted = json.loads(read(os.path.join(reports, checked[0])))
+        assert predicted['status'] == 'checked' and predicted['check_mode'] is True, predicted['status']
+        assert predicted['running_version'] == 'v1.0.0'
+        page = read(os.path.join(reports, checked[0][:-len('json')] + 'html'))
+        assert 'succeeded' not in page.split('<h1>')[1].split('</h1>')[0] and 'Check run' in page, page[:600]
+        changes = predicted['changes']
+        assert changes['migrations'] == ['20261201000000_add_case_priority'], changes
+        assert changes['built'] == ['app1'] and changes['backup']['db'] == env.db, changes
+        assert changes['apps'] == {'app1': {'%s-app1-api' % env.name: 'reload', '%s-app1-worker' % env.name: 'reload'}}
+        assert 'index.html' in changes['frontend']['uploaded'] and len(changes['frontend']['deleted']) == 1, changes
+        assert list(changes['flags']) == ['case_priority'], changes
+
+        # With heartbeats, as by default: the backup and each build command run in the background (a long backup or
+        # build prints a line every few seconds); the result is the same.
+        real = env.play('deploy_staging.yml', runbook_version='v1.2.0', backend_source_dir=source, backup_heartbeat=30,
+                        backend_build_heartbeat=30)
+        assert real.rc == 0, real
+        assert 'TASK [runbook.deploy.backup : Wait for the backup, with a heartbeat every backup_heartbeat seconds]' in real.output
+        assert 'Wait, with a heartbeat every backend_build_heartbeat seconds, for npm run build' in real.output
+        entry = env.history()[-1]
+        assert entry['status'] == 'succeeded' and entry['version'] == 'v1.2.0', entry
+        # The prediction was the run.
+        assert entry['changes'] == changes, (entry['changes'], changes)
+        assert report_of(entry)['changes'] == changes
+        # And the world moved as predicted: the objects uploaded and deleted, the migration, the flag.
+        objects = _objects(env.stack, bucket)
+        assert sorted(set(objects) - set(before['objects'])) == sorted(k for k in changes['frontend']['uploaded']
+                                                                       if k not in before['objects'])
+        assert not set(changes['frontend']['deleted']) & set(objects)
+        assert sorted(k for k in objects if k in before['objects'] and objects[k] != before['objects'][k]) == sorted(
+            k for k in changes['frontend']['uploaded'] if k in before['objects'])
+        assert _flag_states(env)['case_priority'] == (True, 100), _flag_states(env)
+
+
+class TestAFailedMigrationThenAnInterruptedOneThenAKilledReload(object):
+    """A migration that fails (no app changed; the rollback restores the backup), a deployment interrupted during
+    its migrations (undone by the rollback), then a deployment killed during its reload (finished by its re-run)."""
+
     def test_failed_migration_stops_before_any_app_change_and_rollback_restores(self, shared_env, tmp_path):
         env = shared_env
+        # The database and the backends are this class's subject: no frontend to build and publish (the other
+        # classes publish it), which spares each deployment a build and three syncs.
+        env.extra['runbook_frontend'] = False
         assert env.play('deploy_staging.yml', runbook_version='v1.0.0').rc == 0
         before = env.snapshot()
         source = _sample_copy(tmp_path, failing_migration=True)
@@ -695,61 +727,40 @@ class TestAFailedMigrationThenAnInterruptedOne(object):
         assert [(e['kind'], e['status']) for e in history] == [('deploy', 'interrupted'), ('rollback', 'succeeded')], history
         assert history[0]['version'] == 'v1.2.0' and history[1]['flags_restored'] is True, history
 
-
-class TestALockedDeploymentThenAKilledReload(object):
-    def test_a_second_concurrent_deploy_is_refused_by_the_lock(self, shared_env):
-        env = shared_env
-        first = subprocess.Popen(env.command('deploy_staging.yml', runbook_version='v1.0.0'), env=env.env(),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        lock = os.path.join(env.root, 'deploy', env.name, 'deploy.lock')
-        deadline = time.monotonic() + 120
-        while not os.path.exists(os.path.join(lock, 'owner.json')) and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert os.path.exists(lock), first.communicate()[0][-4000:]
-        second = env.play('deploy_staging.yml', runbook_version='v1.0.0')
-        out, dummy = first.communicate(timeout=600)
-        assert second.rc != 0, second
-        assert 'Another deployment of %s holds the lock' % env.name in second.output, second
-        assert 'deployment_lock_break' in second.output
-        assert first.returncode == 0, out[-6000:]
-        # The refused run recorded nothing and released nothing: one succeeded entry, the lock gone after the first.
-        assert [e['status'] for e in env.history()] == ['succeeded']
-        assert not os.path.exists(lock)
-
     def test_a_deploy_killed_during_the_reload_is_finished_by_its_re_run(self, shared_env):
         """SIGTERM right after the switch, before the PM2 reload: current is on the new release, the old code runs, maintenance on,
         the sync paused, the lock held. The re-run takes the lock over, reloads, and puts the flags back."""
         env = shared_env
-        # The first deployment (the lock test's) created the flags table: maintenance mode is switched from the second on.
-        _continues_from(env, [('deploy', 'v1.0.0', 'succeeded')], 'the lock test')
-        assert _flags(env) == {'auto_sync': True, 'new_case_view': True}
+        _continues_from(env, [('deploy', 'v1.0.0', 'succeeded'), ('deploy', 'v1.1.0', 'failed'),
+                              ('rollback', 'v1.0.0', 'succeeded'), ('deploy', 'v1.2.0', 'interrupted'),
+                              ('rollback', 'v1.0.0', 'succeeded')], 'the rollback of the interrupted deployment')
+        earlier = len(env.history())
+        flags = _flags(env)
+        assert flags == {'auto_sync': True, 'maintenance_mode': False, 'new_case_view': True}, flags
 
-        # Killed two tasks after the switch, before the reload: at the reload's own banner the module may already
-        # have asked PM2 to reload (seen under load), and PM2 finishes a reload by itself.
         rc, output = _play_until(env, 'deploy_staging.yml',
                                  'TASK [runbook.deploy.backend : Read the checksum of the shared environment file',
-                                 signal.SIGTERM, runbook_version='v1.1.0', runbook_maintenance_mode=True)
+                                 signal.SIGTERM, runbook_version='v1.3.0', runbook_maintenance_mode=True)
         assert rc != 0
         lock = os.path.join(env.root, 'deploy', env.name, 'deploy.lock')
         assert os.path.exists(os.path.join(lock, 'owner.json'))
-        assert env.current() == 'v1.1.0'
+        assert env.current() == 'v1.3.0'
         assert env.health()['version'] == 'v1.0.0'
         assert _flags(env)['maintenance_mode'] is True and _flags(env)['auto_sync'] is False
 
-        rerun = env.play('deploy_staging.yml', runbook_version='v1.1.0', runbook_maintenance_mode=True)
+        rerun = env.play('deploy_staging.yml', runbook_version='v1.3.0', runbook_maintenance_mode=True)
         assert rerun.rc == 0, rerun
         assert 'taking it over' in rerun.output, rerun
         # The new code runs (what the app answers and where its processes run), the flags are as before, no lock.
-        assert env.health()['version'] == 'v1.1.0'
-        release = os.path.realpath(os.path.join(env.deploy_to(), 'releases', 'v1.1.0'))
+        assert env.health()['version'] == 'v1.3.0'
+        release = os.path.realpath(os.path.join(env.deploy_to(), 'releases', 'v1.3.0'))
         running = _running_releases(env)
         assert running and all(dirs == {release} for dirs in running.values()), running
-        assert _flags(env) == {'auto_sync': True, 'maintenance_mode': False, 'new_case_view': True}
+        assert _flags(env) == dict(flags, maintenance_mode=False)
         assert not os.path.exists(lock)
-        history = env.history()
-        assert [(e['version'], e['status']) for e in history] == [
-            ('v1.0.0', 'succeeded'), ('v1.1.0', 'interrupted'), ('v1.1.0', 'succeeded')], history
-        interrupted = history[1]
-        assert interrupted['interrupted_by'] == history[2]['run_id'], interrupted
+        history = env.history()[earlier:]
+        assert [(e['version'], e['status']) for e in history] == [('v1.3.0', 'interrupted'), ('v1.3.0', 'succeeded')], history
+        interrupted = history[0]
+        assert interrupted['interrupted_by'] == history[1]['run_id'], interrupted
         assert interrupted['pre_deployment'] == {'maintenance': 'off', 'sync': 'running'}, interrupted
-        assert history[2]['previous_version'] == 'v1.0.0' and history[2]['flags_restored'] is True, history[2]
+        assert history[1]['previous_version'] == 'v1.0.0' and history[1]['flags_restored'] is True, history[1]
