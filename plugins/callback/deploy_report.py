@@ -166,13 +166,6 @@ def secret_values(mapping, min_length=6):
     return found
 
 
-def _float(value, default=None):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return default
-
-
 def timeline(phases, started_epoch, duration_s):
     """The run as consecutive phases, each {name, start_s, end_s, duration_s, status, recorded}, seconds from the start.
 
@@ -180,14 +173,14 @@ def timeline(phases, started_epoch, duration_s):
     lock) runs from the start to the first phase and 'finish' from the last phase to the record. A phase still open
     when the run ended (a failure before its end was marked) ends where the next one starts, or at the record.
     """
-    start = _float(started_epoch)
-    total = _float(duration_s, 0.0)
+    start = human.number(started_epoch)
+    total = human.number(duration_s, 0.0)
     marked = []
     for name, phase in (phases or {}).items():
-        begin = _float((phase or {}).get('start_epoch'))
+        begin = human.number((phase or {}).get('start_epoch'))
         if begin is None or start is None:
             continue
-        end = _float(phase.get('end_epoch'))
+        end = human.number(phase.get('end_epoch'))
         marked.append({'name': name, 'start_s': round(begin - start, 2), 'end_s': None if end is None else round(end - start, 2),
                        'status': phase.get('status', 'running'), 'recorded': True})
     marked.sort(key=lambda p: (p['start_s'], PHASE_ORDER.index(p['name']) if p['name'] in PHASE_ORDER else 99))
@@ -241,8 +234,8 @@ def build_record(facts, tasks, smoke, meta, secrets=()):
     outcome = facts.get('deployment_outcome') or {}
     failure = entry.get('failure') or outcome.get('failure') or facts.get('deployment_run_failure') or {}
     phases = entry.get('phases') or facts.get('deployment_phases') or {}
-    started_epoch = _float(facts.get('runbook_started_epoch'), meta.get('started_epoch'))
-    duration = _float(entry.get('duration_s'))
+    started_epoch = human.number(facts.get('runbook_started_epoch'), meta.get('started_epoch'))
+    duration = human.number(entry.get('duration_s'))
     rolled_back_only = record_kind_is_rollback(entry, facts)
     if duration is None:
         duration = round(meta.get('ended_epoch', time.time()) - started_epoch, 1) if started_epoch else None
@@ -531,7 +524,7 @@ def render_html(record):
     esc = html.escape
     status = record.get('status') or 'unknown'
     title = _title(record)
-    total = max([p['end_s'] for p in record.get('timeline', [])] + [_float(record.get('duration_s'), 0.0), 0.001])
+    total = max([p['end_s'] for p in record.get('timeline', [])] + [human.number(record.get('duration_s'), 0.0), 0.001])
     rows = []
     for phase in record.get('timeline', []):
         classes = ['bar']
@@ -649,7 +642,7 @@ class CallbackModule(CallbackBase):
 
     def _open_phase(self):
         """The phase the run is in: the newest one marked started and not ended."""
-        running = [(_float(p.get('start_epoch'), 0.0), name) for name, p in (self.facts.get('deployment_phases') or {}).items()
+        running = [(human.number(p.get('start_epoch'), 0.0), name) for name, p in (self.facts.get('deployment_phases') or {}).items()
                    if isinstance(p, dict) and p.get('status') == 'running']
         return max(running)[1] if running else None
 

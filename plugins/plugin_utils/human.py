@@ -6,17 +6,17 @@ deploy_report callback): one way of writing them everywhere a run shows them."""
 from __future__ import annotations
 
 
-def number_or_none(value):
-    """value as a float, or None when it is not a number (a report field that was never filled in)."""
+def number(value, default=None):
+    """value as a float, or default when it is not a number (a report field that was never filled in)."""
     try:
         return float(value)
     except (TypeError, ValueError):
-        return None
+        return default
 
 
 def size(count):
     """'512 bytes', '1.5 KiB', '2.0 GiB', '3.1 TiB'; 'n/a' when count is not a number."""
-    count = number_or_none(count)
+    count = number(count)
     if count is None:
         return 'n/a'
     for unit in ('bytes', 'KiB', 'MiB', 'GiB'):
@@ -30,7 +30,7 @@ def size(count):
 
 def duration(seconds, decimals=1):
     """'12.3 s' (with decimals=0, '12 s'), '4 min 05 s', '2 h 01 min'; 'n/a' when seconds is not a number."""
-    seconds = number_or_none(seconds)
+    seconds = number(seconds)
     if seconds is None:
         return 'n/a'
     if round(seconds, decimals) < 60:
