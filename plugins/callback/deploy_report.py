@@ -390,6 +390,13 @@ def _number(value):
     return value
 
 
+def _breached(threshold):
+    """A threshold's breach as the runbook's decision reads it: a rollback, a warning to monitor, or none."""
+    if threshold.get('breached'):
+        return 'yes (rollback)'
+    return 'conditional (monitor)' if threshold.get('warned') else 'no'
+
+
 def _flag_state(state):
     state = state if isinstance(state, dict) else {}
     if state.get('exists') is False:
@@ -470,11 +477,14 @@ def sections(record):
     watch = record.get('watch')
     if watch:
         rows = [(name, t.get('metric') or name, '%s %s' % (t.get('op'), _number(t.get('limit'))), _number(t.get('last')),
-                 _number(t.get('max')), t.get('samples'), 'yes' if t.get('breached') else 'no')
+                 _number(t.get('max')), t.get('samples'), t.get('severity') or 'immediate', _breached(t))
                 for name, t in sorted((watch.get('thresholds') or {}).items())]
-        note = 'Decision: %s after %s and %s sample(s); %s breach(es).' % (
-            watch.get('decision'), human.duration(watch.get('duration_s')), watch.get('samples'), len(watch.get('breaches') or []))
-        out.append(('Watch window', note, ('Threshold', 'Metric', 'Limit', 'Last', 'Max', 'Samples', 'Breached'), rows))
+        note = 'Decision: %s after %s and %s sample(s); %s breach(es)%s.' % (
+            watch.get('decision'), human.duration(watch.get('duration_s')), watch.get('samples'), len(watch.get('breaches') or []),
+            ', %s conditional (monitor, no rollback)' % len(watch['conditional_breaches'])
+            if watch.get('conditional_breaches') else '')
+        out.append(('Watch window', note,
+                    ('Threshold', 'Metric', 'Limit', 'Last', 'Max', 'Samples', 'Severity', 'Breached'), rows))
     flags = record.get('flags_changed') or []
     if flags:
         out.append(('Flag switches a real run would make' if check else 'Flags switched',

@@ -30,6 +30,7 @@ OPS = {
 # max / min are spelled as limits: the value may go up to (down to) the limit.
 OP_ALIASES = {'max': '<=', 'min': '>='}
 AGGREGATIONS = ('sum', 'max', 'min', 'avg', 'count')
+SEVERITIES = ('immediate', 'conditional')
 
 _NAME = re.compile(r'[a-zA-Z_:][a-zA-Z0-9_:]*')
 _LABEL_NAME = re.compile(r'[a-zA-Z_][a-zA-Z0-9_]*')
@@ -337,10 +338,15 @@ class Threshold(object):
     sample is missing, which neither starts nor ends a breach).  A breach starts at the first unhealthy
     sample and counts once it has lasted ``for_s`` seconds (0: at once).  ``episodes`` lists the counted
     breaches, the last one ``ongoing`` while it lasts.
+
+    ``severity`` is the runbooks' two kinds of rollback rule (001 "Immediate Rollback If" / "Conditional
+    Rollback If"): an ``immediate`` breach recommends a rollback once counted; a ``conditional`` one is a warning
+    (monitor, do not roll back) until the breach has lasted ``escalate_after`` seconds from its first unhealthy
+    sample, when it ``escalated`` and recommends a rollback too (never, without ``escalate_after``).
     """
 
     def __init__(self, name, source, metric=None, op='<', limit=0.0, for_s=0.0, aggregation='sum', rate=False,
-                 quantile=None, divide_by=None, kind=None):
+                 quantile=None, divide_by=None, kind=None, severity='immediate', escalate_after=None):
         if op in OP_ALIASES:
             op = OP_ALIASES[op]
         if op not in OPS:
@@ -351,9 +357,20 @@ class Threshold(object):
             raise MetricsError("threshold '%s': aggregation must be one of %s" % (name, ', '.join(AGGREGATIONS)))
         if quantile is not None and not 0 <= quantile <= 1:
             raise MetricsError("threshold '%s': quantile must be between 0 and 1, not %s" % (name, quantile))
+        if severity not in SEVERITIES:
+            raise MetricsError("threshold '%s': severity must be one of %s, not %r" % (name, ', '.join(SEVERITIES), severity))
+        if escalate_after is not None:
+            if severity != 'conditional':
+                raise MetricsError("threshold '%s': escalate_after applies to a conditional threshold only; set "
+                                   "severity=conditional, or remove escalate_after" % name)
+            if escalate_after < for_s:
+                raise MetricsError("threshold '%s': escalate_after (%s s) must not be shorter than for (%s s): a breach "
+                                   "is counted before it can escalate" % (name, describe(escalate_after), describe(for_s)))
         self.name = name
         self.source = source
         self.metric = metric
+        self.severity = severity
+        self.escalate_after = None if escalate_after is None else float(escalate_after)
         self.op = op
         self.limit = float(limit)
         self.for_s = float(for_s)
@@ -453,7 +470,8 @@ class Threshold(object):
             return None
 
     def observe(self, t, value, when=None):
-        """Record a sample; return the episode when a breach has just started counting."""
+        """Record a sample; return the episode when it has just begun to recommend a rollback (an immediate breach
+        counted, or a conditional one escalated). A conditional breach that is only counted returns None."""
         if value is None or (isinstance(value, float) and math.isnan(value)):
             self.missing += 1
             return None
@@ -473,15 +491,28 @@ class Threshold(object):
         if self.episodes and self.episodes[-1]['ongoing']:
             episode = self.episodes[-1]
             episode.update(value=value, worst=self.breach_value, lasted_s=round(lasted, 3))
-            return None
+            return episode if self.escalates(episode, lasted) else None
         if lasted + 1e-6 >= self.for_s:
             episode = dict(threshold=self.name, source=self.source, metric=self.metric, value=value,
                            worst=self.breach_value, limit=self.limit, op=self.op, healthy=self.healthy_text,
                            for_s=self.for_s, since=self.breach_start[1], since_s=round(self.breach_start[0], 3),
-                           lasted_s=round(lasted, 3), ongoing=True)
+                           lasted_s=round(lasted, 3), ongoing=True, severity=self.severity,
+                           escalate_after_s=self.escalate_after, escalated=False)
             self.episodes.append(episode)
-            return episode
+            if self.severity == 'immediate' or self.escalates(episode, lasted):
+                return episode
         return None
+
+    def escalates(self, episode, lasted):
+        """Whether a conditional breach has just lasted escalate_after seconds (it then recommends a rollback)."""
+        if self.escalate_after is None or episode['escalated'] or lasted + 1e-6 < self.escalate_after:
+            return False
+        episode['escalated'] = True
+        return True
+
+    @staticmethod
+    def recommends_rollback(episode):
+        return episode['severity'] == 'immediate' or episode['escalated']
 
     def pending(self, t):
         """Seconds an unconfirmed breach has lasted at t (None when healthy)."""
@@ -492,8 +523,12 @@ class Threshold(object):
     def stats(self):
         values = self.values
         return dict(source=self.source, metric=self.metric, op=self.op, limit=self.limit, for_s=self.for_s,
+                    severity=self.severity, escalate_after_s=self.escalate_after,
                     samples=len(values), missing=self.missing, min=min(values) if values else None,
-                    max=max(values) if values else None, last=self.last, breached=bool(self.episodes))
+                    max=max(values) if values else None, last=self.last,
+                    # breached: a breach that recommends a rollback; warned: a conditional one that did not escalate
+                    breached=any(self.recommends_rollback(e) for e in self.episodes),
+                    warned=any(not self.recommends_rollback(e) for e in self.episodes))
 
 
 def _increase(before, after):

@@ -524,3 +524,47 @@ def bound_jobs(requested, free, extra=1):
     """The --jobs value to use: requested, reduced so the tools' connections (jobs + extra: pg_dump's leader,
     our own snapshot connection) fit in free, never below 1 nor above MAX_JOBS."""
     return max(1, min(requested, MAX_JOBS, free - extra))
+
+
+# Runbook 002's "Database Health" (connections in pg_stat_activity, long-running queries) and the lock waits that
+# hang a migration, as numbers a threshold compares. The sessions of other roles show their state and times only
+# to a superuser or a member of pg_read_all_stats (pg_monitor): `sees_all_sessions` says which view this is.
+HEALTH_SQL = """
+    SELECT current_setting('max_connections')::int AS max_connections,
+           (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS connections,
+           count(*) AS database_connections,
+           count(*) FILTER (WHERE state = 'active') AS active,
+           count(*) FILTER (WHERE state LIKE 'idle in transaction%') AS idle_in_transaction,
+           count(*) FILTER (WHERE wait_event_type = 'Lock') AS waiting_on_locks,
+           coalesce(max(extract(epoch FROM now() - query_start)) FILTER (WHERE state = 'active'), 0) AS longest_query_s,
+           coalesce(max(extract(epoch FROM now() - state_change))
+                    FILTER (WHERE state LIKE 'idle in transaction%'), 0) AS longest_idle_in_transaction_s,
+           coalesce(max(extract(epoch FROM now() - query_start)) FILTER (WHERE wait_event_type = 'Lock'), 0)
+             AS longest_lock_wait_s,
+           (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+             OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS sees_all_sessions
+    FROM pg_stat_activity
+    WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+"""
+
+
+def health(connection):
+    """The database's health as numbers: connections (the server's, with max_connections and the share used),
+    this database's sessions by state, and the longest running query, idle transaction and lock wait in seconds.
+    This session is not counted."""
+    cursor = connection.cursor()
+    try:
+        cursor.execute(HEALTH_SQL)
+        names = [column[0] for column in cursor.description]
+        row = dict(zip(names, cursor.fetchone()))
+    finally:
+        cursor.close()
+    page = dict((name, float(value) if name.endswith('_s') else value) for name, value in row.items())
+    # This connection is one of the server's: what the others use.
+    page['connections'] = max(0, page['connections'] - 1)
+    page['connections_used'] = round(page['connections'] / float(page['max_connections']), 4)
+    # A number, as every key of the page: a threshold compares numbers (1 = sees every session's state).
+    page['sees_all_sessions'] = 1 if page['sees_all_sessions'] else 0
+    for name in ('longest_query_s', 'longest_idle_in_transaction_s', 'longest_lock_wait_s'):
+        page[name] = round(page[name], 1)
+    return page

@@ -36,6 +36,9 @@ options:
         description:
           - Absolute C(http://) or C(https://) URL of the metrics page. A C(user:password@) part is sent as
             HTTP basic authentication and never returned.
+          - For O(sources[].format=postgres), the database's C(postgresql://user:password@host:port/dbname) URL
+            (C(sslmode) and C(sslrootcert) query options are read; Prisma's own, such as C(schema), are ignored).
+            Its password is never returned.
         type: str
         required: true
       format:
@@ -43,9 +46,19 @@ options:
           - V(prometheus) is the Prometheus text exposition format (C(/metrics)); V(json) a JSON document.
           - V(auto) decides from the first page that answers (a JSON content type, or a body that starts
             with C({) or C([), is JSON).
+          - V(postgres) reads the health of a PostgreSQL database (runbook 002's "Database Health") each round,
+            through one short connection, as a JSON page whose keys thresholds name as their O(thresholds[].metric)
+            C(connections) (client sessions of the whole server, this one excluded), C(max_connections),
+            C(connections_used) (the share of C(max_connections), 0 to 1), and for this database
+            C(database_connections), C(active), C(idle_in_transaction), C(waiting_on_locks) (sessions),
+            C(longest_query_s) (the oldest running query, in seconds), C(longest_idle_in_transaction_s) (the
+            oldest open transaction that does nothing: it holds its locks) and C(longest_lock_wait_s) (the
+            oldest query waiting on a lock, such as a migration behind a long transaction).
+            C(sees_all_sessions) is V(0) when the user sees only its own sessions' states (V(1) otherwise): grant
+            it C(pg_monitor) for the others'. Needs psycopg2 on the host the module runs on.
         type: str
         default: auto
-        choices: [ auto, json, prometheus ]
+        choices: [ auto, json, postgres, prometheus ]
       headers:
         description:
           - Headers sent with every request to this source. Values of headers whose names look secret
@@ -127,6 +140,24 @@ options:
         description:
           - Read O(thresholds[].metric) as a Prometheus histogram and compare its quantile, V(0.95) for the p95
             latency, interpolated in the buckets as PromQL C(histogram_quantile) does (series summed by C(le)).
+        type: float
+      severity:
+        description:
+          - The runbooks' two kinds of rollback rule (runbook 001, "Immediate Rollback If" and "Conditional Rollback If").
+          - V(immediate), a counted breach recommends a rollback (RV(decision=rollback)) and, with O(stop_on_breach),
+            ends the watch.
+          - V(conditional), a counted breach is a warning, not a rollback: the watch goes on, the breach is listed in
+            RV(conditional_breaches), and the decision is V(monitor) (the release is kept and someone should look).
+            It becomes a rollback breach when it lasts O(thresholds[].escalate_after) seconds.
+        type: str
+        default: immediate
+        choices: [ immediate, conditional ]
+      escalate_after:
+        description:
+          - For a V(conditional) threshold, the seconds a breach may last, from its first unhealthy sample, before it
+            recommends a rollback after all (001 "queue size > 1000 and growing", "error rate 1-5% after 1 hour").
+            Not shorter than O(thresholds[].for).
+          - Without it, a conditional breach never recommends a rollback.
         type: float
   health_url:
     description:
@@ -281,19 +312,22 @@ EXAMPLES = r'''
 
 RETURN = r'''
 passed:
-  description: Whether no threshold was breached.
+  description: Whether no threshold recommends a rollback (RV(decision) is V(keep) or V(monitor)).
   returned: always
   type: bool
   sample: false
 decision:
-  description: V(rollback) when a threshold was breached, V(keep) when none was, V(inconclusive) when a threshold got
-    no sample at all and O(on_inconclusive=fail), V(unknown) when the watch could not run (bad options, a metric
+  description: V(rollback) when a threshold was breached (an immediate one, or a conditional one past its
+    O(thresholds[].escalate_after)), V(keep) when none was, V(monitor) when only conditional thresholds were
+    (RV(conditional_breaches); the release is kept, RV(passed=true), with a warning), V(inconclusive) when a threshold
+    got no sample at all and O(on_inconclusive=fail), V(unknown) when the watch could not run (bad options, a metric
     missing from its source).
   returned: always
   type: str
   sample: rollback
 breaches:
-  description: Every counted breach, in the order they were counted.
+  description: Every counted breach that recommends a rollback (immediate thresholds, and conditional ones that
+    escalated), in the order they were counted.
   returned: always
   type: list
   elements: dict
@@ -350,6 +384,29 @@ breaches:
       description: Whether the value was still unhealthy at the last sample.
       type: bool
       sample: true
+    severity:
+      description: The threshold's O(thresholds[].severity).
+      type: str
+      sample: immediate
+    escalate_after_s:
+      description: The threshold's O(thresholds[].escalate_after) (null when not set).
+      type: float
+      sample: null
+    escalated:
+      description: Whether a conditional breach lasted its O(thresholds[].escalate_after) (always false for an immediate one).
+      type: bool
+      sample: false
+conditional_breaches:
+  description:
+    - The counted breaches of V(conditional) thresholds that did not escalate, with the same keys as RV(breaches).
+      They make RV(decision=monitor) (when nothing recommends a rollback) and a warning, never a failure.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {threshold: queue_size, source: queue, metric: queue.size, value: 1450, worst: 1480, limit: 1000, op: '<',
+       healthy: '< 1000', for_s: 120, since: '2025-01-31T10:15:02Z', since_s: 40.0, lasted_s: 180.0, ongoing: true,
+       severity: conditional, escalate_after_s: 3600, escalated: false}
 inconclusive:
   description: The thresholds that got no sample in the whole window, and why (empty when every threshold got one).
   returned: always
@@ -391,8 +448,9 @@ thresholds:
   returned: always
   type: dict
   sample:
-    error_rate: {source: api, metric: errors.rate, op: '<', limit: 0.05, for_s: 120, samples: 30, missing: 1,
-                 min: 0.001, max: 0.18, last: 0.12, breached: true}
+    error_rate: {source: api, metric: errors.rate, op: '<', limit: 0.05, for_s: 120, severity: immediate,
+                 escalate_after_s: null, samples: 30, missing: 1, min: 0.001, max: 0.18, last: 0.12, breached: true,
+                 warned: false}
 sources:
   description: Per source (by name), its URL without credentials, the format read, how many reads answered, and
     the failed reads by kind (C(error_kinds), as in RV(inconclusive[].errors)).
@@ -415,11 +473,14 @@ import re
 import time
 import traceback
 
+from urllib.parse import unquote
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.runbook.deploy.plugins.module_utils import http_client as http
 from ansible_collections.runbook.deploy.plugins.module_utils import metrics
+from ansible_collections.runbook.deploy.plugins.module_utils import postgres
 from ansible_collections.runbook.deploy.plugins.module_utils import progress
 
 HEALTH = 'health'
@@ -435,6 +496,15 @@ class Source(object):
         self.url = spec['url']
         self.format = spec['format']
         self.kind = None if self.format == 'auto' else self.format
+        self.timeout = timeout
+        self.reads = 0
+        self.errors = 0
+        self.error_kinds = {}  # why reads failed: refused, timeout, HTTP 500, unparseable, ...
+        self.last_error = None
+        self.answered = False
+        if self.format == 'postgres':
+            self.init_postgres(spec)
+            return
         try:
             self.headers = http.check_headers(spec['headers'], "source '%s': headers" % self.name)
             if spec['bearer_token'] and not any(k.lower() == 'authorization' for k in self.headers):
@@ -442,19 +512,52 @@ class Source(object):
                     'Authorization', 'Bearer %s' % spec['bearer_token'], "source '%s': bearer_token" % self.name)
         except http.OptionError as exc:
             raise WatchError(to_native(exc))
-        self.timeout = timeout
-        self.reads = 0
-        self.errors = 0
-        self.error_kinds = {}  # why reads failed: refused, timeout, HTTP 500, unparseable, ...
-        self.last_error = None
-        self.answered = False
         if not re.match(r'^https?://[^/]', self.url or '', re.I):
             raise WatchError("source '%s': url '%s' must be an absolute http:// or https:// URL"
                              % (self.name, http.strip_credentials(self.url)))
         http.check_url(self.url, "source '%s': url" % self.name)  # a port out of range, a bad IPv6 address
 
+    def init_postgres(self, spec):
+        where = "source '%s'" % self.name
+        if spec['headers'] or spec['bearer_token']:
+            raise WatchError('%s: headers and bearer_token are for HTTP sources; a postgres source logs in with the '
+                             'user and password of its url' % where)
+        if not postgres.HAS_PSYCOPG2:
+            raise WatchError('%s (format postgres) needs the psycopg2 Python package on this host; install it '
+                             '(python3-psycopg2), or run the watch from a host that has it' % where)
+        try:
+            self.conn = postgres.parse_db_url(self.url or '')
+        except postgres.PostgresError as exc:
+            raise WatchError('%s: url: %s' % (where, to_native(exc).replace('db_url ', '')))
+        if not self.conn.get('dbname'):
+            raise WatchError('%s: url names no database; expected postgresql://user:password@host:port/dbname' % where)
+        self.conn.setdefault('port', 5432)
+        self.conn.setdefault('user', 'postgres')
+        # libpq takes whole seconds (at least 2: 1 means 2 to libpq anyway).
+        self.conn['connect_timeout'] = max(2, int(math.ceil(self.timeout)))
+
+    def fetch_postgres(self):
+        try:
+            connection = postgres.connect(self.conn)
+        except postgres.PostgresError as exc:
+            text = to_native(exc)
+            kind = 'refused' if 'refused' in text else 'timeout' if 'timeout expired' in text else 'connection'
+            return None, text, kind
+        try:
+            cursor = connection.cursor()
+            # A watch must not wait behind the locks it reports.
+            cursor.execute('SET statement_timeout = %s', (int(self.timeout * 1000),))
+            cursor.close()
+            return ('postgres', postgres.health(connection)), None, None
+        except postgres.psycopg2.Error as exc:
+            return None, 'the health query on %s failed: %s' % (postgres.describe(self.conn), to_native(exc).strip()), 'query'
+        finally:
+            connection.close()
+
     def fetch(self, context):
         """(page, error, why): page is a parsed Exposition or JSON document, error a message, why its kind."""
+        if self.format == 'postgres':
+            return self.fetch_postgres()
         try:
             response = http.request('GET', self.url, headers=self.headers, timeout=self.timeout, context=context)
         except http.HttpError as exc:
@@ -539,7 +642,9 @@ class MetricsWatch(object):
     def add_url_password(self, url):
         match = re.match(r'^[a-z]+://([^/@]*)@', url or '', re.I)
         if match and ':' in match.group(1):
-            self.redact.add(match.group(1).split(':', 1)[1])
+            password = match.group(1).split(':', 1)[1]
+            self.redact.add(password)
+            self.redact.add(unquote(password))
 
     def safe_params(self):
         params = dict(self.params)
@@ -582,13 +687,16 @@ class MetricsWatch(object):
                                  % (name, source_name, ', '.join(sorted(by_name)) or 'none given'))
             source = by_name[source_name]
             http.check_seconds(spec['for'], "threshold '%s': for" % name)
+            if spec['escalate_after'] is not None:
+                http.check_seconds(spec['escalate_after'], "threshold '%s': escalate_after" % name)
             if math.isnan(spec['value']):
                 raise WatchError("threshold '%s': value must be a number, not NaN" % name)
             try:
                 self.thresholds.append(metrics.Threshold(
                     name, source_name, metric=spec['metric'], op=spec['op'], limit=spec['value'], for_s=spec['for'],
                     aggregation=spec['aggregation'], rate=spec['rate'], quantile=spec['quantile'],
-                    divide_by=spec['divide_by'], kind=source.kind))
+                    divide_by=spec['divide_by'], kind=source.kind, severity=spec['severity'],
+                    escalate_after=spec['escalate_after']))
             except metrics.MetricsError as exc:
                 raise WatchError(to_native(exc))
         if p['health_url']:
@@ -687,7 +795,7 @@ class MetricsWatch(object):
         if self.params['progress_file']:
             progress.write(self.params['progress_file'], dict(
                 elapsed_s=round(elapsed, 1), duration_s=self.params['duration'], samples=self.rounds,
-                breaches=sum(len(t.episodes) for t in self.thresholds),
+                breaches=len(self.breaches()), conditional=len(self.conditional_breaches()),
                 last=dict((t.name, t.last) for t in self.thresholds)))
 
     def remove_progress(self):
@@ -695,7 +803,13 @@ class MetricsWatch(object):
             progress.remove(self.params['progress_file'])
 
     def breaches(self):
-        episodes = [e for t in self.thresholds for e in t.episodes]
+        """The counted breaches that recommend a rollback, in the order they began to."""
+        episodes = [e for t in self.thresholds for e in t.episodes if t.recommends_rollback(e)]
+        return sorted(episodes, key=lambda e: e['since_s'] + (e['escalate_after_s'] if e['escalated'] else e['for_s']))
+
+    def conditional_breaches(self):
+        """The counted breaches of conditional thresholds that did not escalate: monitor, do not roll back."""
+        episodes = [e for t in self.thresholds for e in t.episodes if not t.recommends_rollback(e)]
         return sorted(episodes, key=lambda e: e['since_s'] + e['for_s'])
 
     def inconclusive(self):
@@ -717,14 +831,18 @@ class MetricsWatch(object):
 
     def result(self):
         breaches = self.breaches()
+        conditional = self.conditional_breaches()
         inconclusive = self.inconclusive()
         if breaches:
             decision = 'rollback'
         elif inconclusive and self.params['on_inconclusive'] == 'fail':
             decision = 'inconclusive'
+        elif conditional:
+            decision = 'monitor'
         else:
             decision = 'keep'
-        return dict(passed=decision == 'keep', decision=decision, breaches=breaches, inconclusive=inconclusive,
+        return dict(passed=decision in ('keep', 'monitor'), decision=decision, breaches=breaches,
+                    conditional_breaches=conditional, inconclusive=inconclusive,
                     samples=self.rounds, duration_s=self.elapsed,
                     thresholds=dict((t.name, t.stats()) for t in self.thresholds),
                     sources=dict((s.name, s.stats()) for s in self.all_sources()))
@@ -737,10 +855,18 @@ class MetricsWatch(object):
                            'say the release is healthy; fix the source, or set on_inconclusive=keep (watch_on_inconclusive in the watch role) to accept a '
                            'window without data' % (self.rounds, self.elapsed, '; '.join(parts)))
 
+    def monitor_message(self, conditional):
+        limits = ['%s: %s' % (b['threshold'], ('rollback after %s s' % metrics.describe(b['escalate_after_s']))
+                              if b['escalate_after_s'] is not None else 'never rolls back')
+                  for b in conditional]
+        return self.redact('metrics watch saw %d conditional breach(es) after %d sample(s) in %.1f s: %s -- monitor: no '
+                           'rollback (%s)' % (len(conditional), self.rounds, self.elapsed,
+                                              '; '.join(self.describe_breaches(conditional)), ', '.join(limits)))
+
     def source_url(self, name):
         return [s.url for s in self.sources if s.name == name][0]
 
-    def failure_message(self, breaches):
+    def describe_breaches(self, breaches):
         parts = []
         for b in breaches:
             if b['threshold'] == HEALTH:
@@ -748,9 +874,15 @@ class MetricsWatch(object):
                              % (http.strip_credentials(self.params['health_url']), b['lasted_s'], b['since'],
                                 metrics.describe(b['for_s']), self.health.last_error))
                 continue
-            parts.append("%s: %s = %s (worst %s), healthy is %s, unhealthy for %.1f s since %s (for: %s s) on source '%s'"
+            parts.append("%s: %s = %s (worst %s), healthy is %s, unhealthy for %.1f s since %s (for: %s s%s) on source '%s'"
                          % (b['threshold'], b['metric'], metrics.describe(b['value']), metrics.describe(b['worst']),
-                            b['healthy'], b['lasted_s'], b['since'], metrics.describe(b['for_s']), b['source']))
+                            b['healthy'], b['lasted_s'], b['since'], metrics.describe(b['for_s']),
+                            ', conditional, escalated after %s s' % metrics.describe(b['escalate_after_s'])
+                            if b['escalated'] else '', b['source']))
+        return parts
+
+    def failure_message(self, breaches):
+        parts = self.describe_breaches(breaches)
         return self.redact('metrics watch breached %d threshold(s) after %d sample(s) in %.1f s: %s -- rollback recommended'
                            % (len(breaches), self.rounds, self.elapsed, '; '.join(parts)))
 
@@ -760,7 +892,7 @@ def main():
         sources=dict(type='list', elements='dict', default=[], options=dict(
             name=dict(type='str', required=True),
             url=dict(type='str', required=True),
-            format=dict(type='str', default='auto', choices=['auto', 'json', 'prometheus']),
+            format=dict(type='str', default='auto', choices=['auto', 'json', 'postgres', 'prometheus']),
             headers=dict(type='dict', default={}),
             bearer_token=dict(type='str', no_log=True),
         )),
@@ -775,6 +907,8 @@ def main():
             'rate': dict(type='bool', default=False),
             'divide_by': dict(type='str'),
             'quantile': dict(type='float'),
+            'severity': dict(type='str', default='immediate', choices=list(metrics.SEVERITIES)),
+            'escalate_after': dict(type='float'),
         }),
         health_url=dict(type='str'),
         health_fail_for=dict(type='float', default=0),
@@ -791,7 +925,8 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     job = MetricsWatch(module)
-    result = dict(changed=False, passed=False, decision='unknown', breaches=[], inconclusive=[], samples=0, thresholds={},
+    result = dict(changed=False, passed=False, decision='unknown', breaches=[], conditional_breaches=[], inconclusive=[],
+                  samples=0, thresholds={},
                   sources={}, duration_s=0.0)
     # AnsibleModule would echo source headers as given (API keys in X-Api-Key and the like).
     result['invocation'] = dict(module_args=job.safe_params())
@@ -803,7 +938,7 @@ def main():
             job.remove_progress()
         result.update(job.result())
         result = job.redact(result)
-        if result['inconclusive'] and result['decision'] == 'keep':
+        if result['inconclusive'] and result['decision'] in ('keep', 'monitor'):
             job.warnings.append(job.inconclusive_message(result['inconclusive']).replace(
                 'set on_inconclusive=keep to accept', 'on_inconclusive=keep accepts'))
         for warning in job.warnings:
@@ -819,6 +954,10 @@ def main():
         if module.params['fail_on_breach']:
             module.fail_json(msg=message, **result)
         result['msg'] = message
+    elif result['decision'] == 'monitor':
+        # a warning, not a failure: the release is kept and the caller (the watch role) notifies
+        result['msg'] = job.monitor_message(result['conditional_breaches'])
+        module.warn(result['msg'])
     elif result['decision'] == 'inconclusive':
         # not a breach, so fail_on_breach does not apply: no data is a failed gate unless on_inconclusive=keep
         module.fail_json(msg=job.inconclusive_message(result['inconclusive']), **result)

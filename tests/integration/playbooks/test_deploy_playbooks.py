@@ -148,6 +148,12 @@ class Result(object):
         return 'rc=%s\n%s' % (self.rc, self.output[-6000:])
 
 
+def _warnings(env):
+    """The warning messages the webhook heard for this environment."""
+    return [m for m in messages(env.webhook) if m.get('text', '').startswith('Deployment warning: ')
+            and m['text'].endswith(' on %s' % env.name)]
+
+
 def messages(recorder):
     if not os.path.exists(recorder.path):
         return []
@@ -729,7 +735,9 @@ class TestAFailedMigrationThenAnInterruptedOneThenAKilledReload(object):
 
     def test_a_deploy_killed_during_the_reload_is_finished_by_its_re_run(self, shared_env):
         """SIGTERM right after the switch, before the PM2 reload: current is on the new release, the old code runs, maintenance on,
-        the sync paused, the lock held. The re-run takes the lock over, reloads, and puts the flags back."""
+        the sync paused, the lock held. The re-run takes the lock over, reloads, and puts the flags back.
+        Its watch sees a conditional threshold breached (runbook 001's "queue size > 1000": here a limit the idle
+        queue is always over): the release stays, and the team gets the warning (decision MONITOR)."""
         env = shared_env
         _continues_from(env, [('deploy', 'v1.0.0', 'succeeded'), ('deploy', 'v1.1.0', 'failed'),
                               ('rollback', 'v1.0.0', 'succeeded'), ('deploy', 'v1.2.0', 'interrupted'),
@@ -748,9 +756,19 @@ class TestAFailedMigrationThenAnInterruptedOneThenAKilledReload(object):
         assert env.health()['version'] == 'v1.0.0'
         assert _flags(env)['maintenance_mode'] is True and _flags(env)['auto_sync'] is False
 
-        rerun = env.play('deploy_staging.yml', runbook_version='v1.3.0', runbook_maintenance_mode=True)
+        warned_before = len(_warnings(env))
+        conditional = {'name': 'queue_size', 'metric': 'sync_queue_size', 'op': '<', 'value': 0, 'severity': 'conditional',
+                       'escalate_after': 600}
+        rerun = env.play('deploy_staging.yml', runbook_version='v1.3.0', runbook_maintenance_mode=True,
+                         watch_thresholds=[conditional])
         assert rerun.rc == 0, rerun
         assert 'taking it over' in rerun.output, rerun
+        assert 'monitor after' in rerun.output and 'monitor, no rollback: queue_size' in rerun.output, rerun
+        [warning] = _warnings(env)[warned_before:]
+        assert warning['text'] == 'Deployment warning: v1.3.0 on %s' % env.name, warning
+        details = warning['attachments'][0]['text']
+        assert 'Decision: MONITOR (no rollback)' in details and 'queue_size: sync_queue_size = 0' in details, details
+        assert 'rollback after 600 s' in details, details
         # The new code runs (what the app answers and where its processes run), the flags are as before, no lock.
         assert env.health()['version'] == 'v1.3.0'
         release = os.path.realpath(os.path.join(env.deploy_to(), 'releases', 'v1.3.0'))

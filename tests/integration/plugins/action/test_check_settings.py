@@ -77,3 +77,46 @@ def test_every_problem_is_listed_at_once_with_its_name_and_no_secret(tmp_path):
     assert 'watch_duration' not in output
     assert SECRET not in output, 'a secret was quoted in the report'
     assert 'nothing was changed' in output
+
+
+WATCH_CHECK = [{'name': 'Check', 'hosts': 'app_servers', 'gather_facts': False, 'tasks': [
+    PLAYBOOK[0]['tasks'][0],
+    # As playbooks/deploy.yml's Check play runs it: the watch itself runs only after the switch.
+    {'name': 'Check the watch settings', 'ansible.builtin.include_role': {
+        'name': 'runbook.deploy.watch', 'tasks_from': 'preflight'}},
+    PLAYBOOK[0]['tasks'][1],
+]}]
+WATCHED = dict(GOOD, runbook_watch=True, watch_duration=300,
+               watch_sources=[{'name': 'queue', 'url': 'http://127.0.0.1:9/queue-metrics', 'format': 'json'}])
+
+
+def test_a_watch_threshold_the_watch_could_not_use_is_refused_before_anything_changes(tmp_path):
+    """A conditional threshold (runbook 001's "Conditional Rollback If") with a bad severity, a misspelt key or an
+    escalate_after shorter than its `for` used to be found by metrics_watch after the switch, where a watch that
+    cannot run rolls a healthy release back."""
+    playbook = tmp_path / 'watch_check.yml'
+    playbook.write_text(yaml.safe_dump(WATCH_CHECK, sort_keys=False))
+
+    def run_check(thresholds):
+        inventory = tmp_path / 'hosts.yml'
+        inventory.write_text(yaml.safe_dump({'app_servers': {'hosts': {'app1': dict(WATCHED, watch_thresholds=thresholds)}}}))
+        return subprocess.run([os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', str(inventory), str(playbook)],
+                              capture_output=True, text=True, check=False, timeout=180)
+
+    good = {'name': 'queue_size', 'metric': 'queue.size', 'op': '<', 'value': 1000, 'for': 120,
+            'severity': 'conditional', 'escalate_after': 3600}
+    run = run_check([good])
+    assert run.returncode == 0 and 'CHECK PASSED' in run.stdout, run.stdout[-4000:] + run.stderr[-2000:]
+
+    run = run_check([dict(good, severity='later'), dict(good, name='backlog', escalate_afer=60)])
+    output = run.stdout + run.stderr
+    assert run.returncode != 0 and 'CHECK PASSED' not in run.stdout, output[-4000:]
+    assert '2 problem(s) in the settings of app1, found before anything changed' in output, output[-4000:]
+    assert 'value of severity must be one of: immediate, conditional, got: later found in watch_thresholds' in output
+    assert 'escalate_afer' in output and 'watch_thresholds' in output
+
+    run = run_check([dict(good, escalate_after=60)])
+    output = run.stdout + run.stderr
+    assert run.returncode != 0 and 'CHECK PASSED' not in run.stdout, output[-4000:]
+    assert "watch_thresholds[0] ('queue_size')" in output and 'escalate_after, for a conditional threshold only' in output
+    assert 'for 120, escalate_after 60' in output

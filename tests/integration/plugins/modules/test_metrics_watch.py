@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from helpers import REPO, assert_clear_failure, free_port
+from helpers import REPO, assert_clear_failure, connect, free_port, sql
 
 sys.path.insert(0, os.path.join(REPO, 'tests', 'servers'))
 from metrics_server import MetricsServer  # noqa: E402  pylint: disable=wrong-import-position
@@ -76,8 +76,10 @@ def test_healthy_service_passes_with_numbers(watch, server):
     assert 2.0 <= result['duration_s'] < 4
     th = result['thresholds']
     assert set(th) == {'error_rate', 'error_ratio', 'p95_latency', 'queue_size', 'health'}
-    assert th['error_rate'] == dict(source='app', metric='errors.rate', op='<', limit=0.05, for_s=0.0, samples=5,
-                                    missing=0, min=0.01, max=0.01, last=0.01, breached=False)
+    assert th['error_rate'] == dict(source='app', metric='errors.rate', op='<', limit=0.05, for_s=0.0,
+                                    severity='immediate', escalate_after_s=None, samples=5, missing=0, min=0.01,
+                                    max=0.01, last=0.01, breached=False, warned=False)
+    assert result['conditional_breaches'] == []
     # rates need two samples: the first one is missing
     assert th['error_ratio']['samples'] == 4 and th['error_ratio']['missing'] == 1
     assert th['error_ratio']['last'] == pytest.approx(0.01, rel=0.05)
@@ -147,6 +149,39 @@ def test_fail_on_breach_false_returns_the_decision(watch, server):
     assert result['passed'] is False and result['decision'] == 'rollback'
     assert result['breaches'][0]['value'] == 1500 and result['samples'] == 1
     assert 'rollback recommended' in result['msg']
+
+
+def test_a_conditional_breach_is_kept_with_a_warning_and_the_watch_goes_on(watch, server):
+    """Runbook 001's "Conditional Rollback If: queue size > 1000": monitor, no rollback, the whole window watched."""
+    server.set(queue_size=1500)
+    result = watch(duration=2, interval=0.5, thresholds=[
+        dict(name='queue_size', source='app', metric='queue.size', op='max', value=1000, severity='conditional',
+             escalate_after=30),
+        dict(name='error_rate', source='app', metric='errors.rate', op='<', value=0.05)])
+    assert not result.get('failed'), result
+    assert result['passed'] is True and result['decision'] == 'monitor' and result['breaches'] == []
+    [warning] = result['conditional_breaches']
+    assert warning['threshold'] == 'queue_size' and warning['value'] == 1500 and warning['severity'] == 'conditional'
+    assert warning['escalated'] is False and warning['escalate_after_s'] == 30 and warning['ongoing'] is True
+    assert result['samples'] == 5  # a conditional breach does not stop the watch
+    assert result['thresholds']['queue_size']['warned'] is True and result['thresholds']['queue_size']['breached'] is False
+    for text in (result['msg'], ' '.join(result.get('warnings', []))):
+        assert 'conditional breach' in text and 'queue_size: queue.size = 1500' in text
+        assert 'monitor: no rollback (queue_size: rollback after 30 s)' in text
+
+
+def test_a_conditional_breach_that_lasts_escalate_after_recommends_a_rollback(watch, server):
+    server.set(queue_size=1500)
+    result = watch(duration=6, interval=0.5, thresholds=[
+        dict(name='queue_size', source='app', metric='queue.size', op='max', value=1000, severity='conditional',
+             escalate_after=1.5)])
+    assert_clear_failure(result, 'queue_size: queue.size = 1500', 'conditional, escalated after 1.5 s',
+                         'rollback recommended')
+    assert result['decision'] == 'rollback' and result['conditional_breaches'] == []
+    [breach] = result['breaches']
+    assert breach['escalated'] is True and breach['lasted_s'] >= 1.5
+    # stop_on_breach stops at the escalation, not at the first (conditional) count
+    assert result['samples'] == 4 and result['duration_s'] < 4
 
 
 def test_stop_on_breach_false_watches_the_whole_duration(watch, server):
@@ -381,3 +416,115 @@ def test_progress_file_says_where_the_watch_stands_while_it_runs_and_is_gone_aft
     assert samples == sorted(samples) and samples[-1] >= 3, samples
     last = seen[-1][0]
     assert last['duration_s'] == 2 and last['breaches'] == 0 and last['last'] == {'queue_size': 12.0}, last
+
+
+# --- format: postgres, runbook 002's "Database Health" against the stack's PostgreSQL ------------------------------
+
+def _pg_url(stack, dbname, user=None, password=None):
+    from urllib.parse import quote
+    return 'postgresql://%s:%s@%s:%s/%s' % (quote(user or stack['RUNBOOK_PG_USER'], safe=''),
+                                            quote(password or stack['RUNBOOK_PG_PASSWORD'], safe=''),
+                                            stack['RUNBOOK_PG_HOST'], stack['RUNBOOK_PG_PORT'], dbname)
+
+
+def test_a_postgres_source_reads_the_databases_health_and_hides_the_password(run_module, stack, make_db):
+    db = make_db('watch', rows=1)
+    idle = connect(stack, db)
+    try:
+        with idle.cursor() as cursor:
+            cursor.execute('SELECT 1')
+        result = run_module(MODULE, duration=1, interval=0.5, timeout=2,
+                            sources=[dict(name='db', url=_pg_url(stack, db), format='postgres')],
+                            thresholds=[dict(name='connections', source='db', metric='connections_used', op='<', value=0.8),
+                                        dict(name='idle_tx', source='db', metric='longest_idle_in_transaction_s',
+                                             op='<', value=300)])
+    finally:
+        idle.close()
+    assert not result.get('failed'), result
+    assert result['decision'] == 'keep' and result['samples'] == 3
+    assert result['sources']['db']['format'] == 'postgres' and result['sources']['db']['errors'] == 0
+    assert result['sources']['db']['url'] == _pg_url(stack, db).replace(
+        '%s:%s@' % (stack['RUNBOOK_PG_USER'], stack['RUNBOOK_PG_PASSWORD']), '')
+    used = result['thresholds']['connections']['last']
+    assert 0 < used < 0.8  # the idle session at least, this reading's own connection not counted
+    assert result['thresholds']['idle_tx']['last'] == 0
+    assert stack['RUNBOOK_PG_PASSWORD'] not in json.dumps(result)
+
+
+def test_a_transaction_left_open_and_a_migration_waiting_behind_it_are_breaches(run_module, stack, make_db):
+    """The migration hang runbook 002's health checks are for: an idle transaction holds a lock, an ALTER TABLE waits."""
+    db = make_db('watch', rows=1)
+    holder, waiter = connect(stack, db), connect(stack, db)
+    holder.autocommit = False
+    blocked = None
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute('SELECT count(*) FROM public.users')  # a share lock, then the session idles in transaction
+
+        def migrate():
+            with waiter.cursor() as cursor:
+                cursor.execute('ALTER TABLE public.users ADD COLUMN note text')
+
+        blocked = threading.Thread(target=migrate, daemon=True)
+        blocked.start()
+        time.sleep(1.2)
+        result = run_module(MODULE, duration=2, interval=0.5, timeout=2, stop_on_breach=False, fail_on_breach=False,
+                            sources=[dict(name='db', url=_pg_url(stack, db), format='postgres')],
+                            thresholds=[dict(name='idle_tx', source='db', metric='longest_idle_in_transaction_s',
+                                             op='<', value=1),
+                                        dict(name='lock_waits', source='db', metric='waiting_on_locks', op='<', value=1),
+                                        dict(name='lock_wait_age', source='db', metric='longest_lock_wait_s', op='<',
+                                             value=1)])
+    finally:
+        holder.rollback()  # the ALTER TABLE goes through
+        if blocked:
+            blocked.join(10)
+        holder.close()
+        waiter.close()
+    assert result['decision'] == 'rollback', result
+    assert {b['threshold'] for b in result['breaches']} == {'idle_tx', 'lock_waits', 'lock_wait_age'}, result['breaches']
+    assert result['thresholds']['lock_waits']['max'] == 1
+    assert result['thresholds']['idle_tx']['max'] >= 1.2
+    assert 'longest_idle_in_transaction_s' in result['msg'] and 'rollback recommended' in result['msg']
+
+
+def test_a_user_without_pg_monitor_is_told_it_sees_only_its_own_sessions(run_module, stack, make_db):
+    db = make_db('watch', rows=None)
+    role = 'watcher_%s' % uuid.uuid4().hex[:8]
+    password = 'p/ss@w:rd-%s' % uuid.uuid4().hex[:6]
+    sql(stack, 'postgres', "CREATE ROLE %s LOGIN PASSWORD '%s'" % (role, password))
+    try:
+        result = run_module(MODULE, duration=0, timeout=2,
+                            sources=[dict(name='db', url=_pg_url(stack, db, role, password), format='postgres')],
+                            thresholds=[dict(name='all', source='db', metric='sees_all_sessions', op='>=', value=1)])
+        assert result['decision'] == 'rollback' and result['thresholds']['all']['last'] == 0, (result.get('msg'), result)
+        assert password not in json.dumps(result)
+        sql(stack, 'postgres', 'GRANT pg_monitor TO %s' % role)
+        result = run_module(MODULE, duration=0, timeout=2,
+                            sources=[dict(name='db', url=_pg_url(stack, db, role, password), format='postgres')],
+                            thresholds=[dict(name='all', source='db', metric='sees_all_sessions', op='>=', value=1)])
+        assert result['decision'] == 'keep' and result['thresholds']['all']['last'] == 1, result
+    finally:
+        sql(stack, 'postgres', 'DROP ROLE IF EXISTS %s' % role)
+
+
+@pytest.mark.parametrize('source,fragments', [
+    (dict(url='http://127.0.0.1:9/db'), ["source 'db': url: must start with postgres:// or postgresql://"]),
+    (dict(url='postgresql://u:secret-pw@127.0.0.1:9'), ["source 'db': url names no database"]),
+    (dict(url='postgresql://u:secret-pw@127.0.0.1:9/app', bearer_token='tok-123456'),
+     ['headers and bearer_token are for HTTP sources']),
+])
+def test_a_bad_postgres_source_fails_clearly_without_its_password(run_module, source, fragments):
+    result = run_module(MODULE, duration=0, sources=[dict(name='db', format='postgres', **source)],
+                        thresholds=[dict(name='c', metric='connections', value=10)])
+    assert_clear_failure(result, *fragments)
+    assert 'secret-pw' not in json.dumps(result) and 'tok-123456' not in json.dumps(result)
+
+
+def test_an_unreachable_database_is_a_missing_sample_then_inconclusive(run_module):
+    result = run_module(MODULE, duration=0, timeout=1,
+                        sources=[dict(name='db', format='postgres', url='postgresql://u:secret-pw@127.0.0.1:%d/app' % free_port())],
+                        thresholds=[dict(name='c', metric='connections', value=10)])
+    assert_clear_failure(result, 'inconclusive', "source 'db'", 'refused')
+    assert result['sources']['db']['error_kinds'] == {'refused': 1}
+    assert 'secret-pw' not in json.dumps(result)

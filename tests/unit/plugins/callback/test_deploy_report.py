@@ -138,8 +138,24 @@ def test_every_section_is_a_table_a_person_reads():
     markdown = report.render_markdown(record)
     assert '<pre>' not in page and '```' not in markdown
     assert '0.041249999999999' not in page and '<td>0.04125</td>' in page
-    assert '| error_rate | http_requests_total{status=~"5.."} | < 0.05 | 0.04125 | 0.04312 | 60 | no |' in markdown
+    assert '| error_rate | http_requests_total{status=~"5.."} | < 0.05 | 0.04125 | 0.04312 | 60 | immediate | no |' in markdown
     assert '<td>database</td><td>ok</td><td>PostgreSQL 15</td>' in page and 'disk 71% full' in page
+
+
+def test_the_watch_window_tells_a_conditional_breach_from_a_rollback_one():
+    record = _record()
+    record['watch'] = {'decision': 'monitor', 'duration_s': 300.0, 'samples': 31, 'breaches': [],
+                       'conditional_breaches': [{'threshold': 'queue_size'}],
+                       'thresholds': {'queue_size': {'metric': 'queue.size', 'op': '<', 'limit': 1000, 'last': 1450,
+                                                     'max': 1480, 'samples': 31, 'severity': 'conditional',
+                                                     'breached': False, 'warned': True},
+                                      'error_rate': {'metric': 'errors.rate', 'op': '<', 'limit': 0.05, 'last': 0.2,
+                                                     'max': 0.2, 'samples': 31, 'severity': 'immediate',
+                                                     'breached': True, 'warned': False}}}
+    markdown = report.render_markdown(record)
+    assert 'Decision: monitor after 5 min 00 s and 31 sample(s); 0 breach(es), 1 conditional (monitor, no rollback).' in markdown
+    assert '| queue_size | queue.size | < 1000 | 1450 | 1480 | 31 | conditional | conditional (monitor) |' in markdown
+    assert '| error_rate | errors.rate | < 0.05 | 0.2 | 0.2 | 31 | immediate | yes (rollback) |' in markdown
 
 
 def test_a_check_runs_report_says_it_is_a_check_and_shows_the_predictions():

@@ -184,8 +184,10 @@ def test_a_breach_counts_once_it_has_lasted_for_seconds():
     assert episode['since'] == 'T1' and episode['since_s'] == 1 and episode['worst'] == 0.3
     assert episode['value'] == 0.1 and episode['lasted_s'] == 2 and episode['ongoing'] is False
     assert episode['healthy'] == '< 0.05' and episode['limit'] == 0.05
-    assert th.stats() == dict(source='app', metric='errors.rate', op='<', limit=0.05, for_s=2.0, samples=5, missing=0,
-                              min=0.01, max=0.3, last=0.01, breached=True)
+    assert th.stats() == dict(source='app', metric='errors.rate', op='<', limit=0.05, for_s=2.0, severity='immediate',
+                              escalate_after_s=None, samples=5, missing=0, min=0.01, max=0.3, last=0.01, breached=True,
+                              warned=False)
+    assert episode['severity'] == 'immediate' and episode['escalated'] is False
 
 
 def test_a_blip_shorter_than_for_is_not_a_breach_and_restarts_the_clock():
@@ -213,6 +215,36 @@ def test_a_second_breach_after_recovery_is_a_new_episode():
     assert series(th, [(0, 20), (1, 30), (2, 5), (3, 40)]) == [0, 3]
     assert [e['worst'] for e in th.episodes] == [30, 40]
     assert [e['ongoing'] for e in th.episodes] == [False, True]
+
+
+def test_a_conditional_breach_warns_and_never_recommends_a_rollback_without_escalate_after():
+    th = metrics.Threshold('queue_size', 'app', 'queue.size', '<', 1000, for_s=2, kind='json', severity='conditional')
+    # counted at t=3 (unhealthy since 1), and still unhealthy at t=100: observe() never says "roll back"
+    assert series(th, [(0, 10), (1, 1200), (3, 1300), (100, 1500)]) == []
+    [episode] = th.episodes
+    assert episode['severity'] == 'conditional' and episode['escalated'] is False and episode['ongoing'] is True
+    assert episode['worst'] == 1500 and episode['lasted_s'] == 99 and episode['escalate_after_s'] is None
+    assert not th.recommends_rollback(episode)
+    stats = th.stats()
+    assert stats['warned'] is True and stats['breached'] is False and stats['severity'] == 'conditional'
+
+
+def test_a_conditional_breach_escalates_once_it_lasts_escalate_after_from_its_first_unhealthy_sample():
+    th = metrics.Threshold('queue_size', 'app', 'queue.size', '<', 1000, for_s=2, kind='json', severity='conditional',
+                           escalate_after=10)
+    # unhealthy from t=1: counted at 3 (a warning), escalated at 11 (10 s after t=1), once
+    assert series(th, [(0, 10), (1, 1200), (3, 1300), (10, 1400), (11, 1450), (12, 1500)]) == [11]
+    [episode] = th.episodes
+    assert episode['escalated'] is True and th.recommends_rollback(episode) and episode['escalate_after_s'] == 10
+    assert th.stats()['breached'] is True and th.stats()['warned'] is False
+
+
+def test_a_conditional_breach_that_recovers_before_escalate_after_starts_again_from_zero():
+    th = metrics.Threshold('q', 'app', 'queue.size', '<', 1000, for_s=0, kind='json', severity='conditional',
+                           escalate_after=5)
+    assert series(th, [(0, 1200), (4, 1200), (4.5, 10), (5, 1200), (9, 1200), (10, 1200)]) == [10]
+    assert [e['escalated'] for e in th.episodes] == [False, True]
+    assert th.stats()['warned'] is True and th.stats()['breached'] is True
 
 
 def test_counter_rates_and_resets():
@@ -250,6 +282,9 @@ def test_histogram_rate_gives_the_quantile_of_recent_observations():
     (dict(quantile=0.9, kind='json'), 'quantile needs a Prometheus histogram'),
     (dict(metric='a..b', kind='json'), "JSON path 'a..b' cannot be read"),
     (dict(metric='a{', kind='prometheus'), "threshold 'x': metric 'a{'"),
+    (dict(severity='later'), "severity must be one of immediate, conditional, not 'later'"),
+    (dict(escalate_after=60), 'escalate_after applies to a conditional threshold only'),
+    (dict(severity='conditional', for_s=120, escalate_after=60), 'must not be shorter than for (120 s)'),
 ])
 def test_bad_thresholds(kwargs, fragment):
     args = dict(metric='a', op='<', limit=1)
