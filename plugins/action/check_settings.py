@@ -44,6 +44,8 @@ PLAYBOOK_OPTIONS = {
 # The settings every role shares, read by the roles' defaults: a misspelt key inside them would be ignored.
 SHARED_OPTIONS = dict(PLAYBOOK_OPTIONS, **{
     'runbook_database': dict(type='raw', no_log=True),
+    # The sign-offs a protected environment requires, by role (deployment role, tasks_from gate).
+    'runbook_required_approvals': dict(type='list', elements='str'),
     'runbook_aws': dict(type='dict', options=dict(
         endpoint_url=dict(type='str'), region=dict(type='str'), profile=dict(type='str'), access_key=dict(type='str'),
         secret_key=dict(type='str', no_log=True), session_token=dict(type='str', no_log=True),

@@ -256,6 +256,7 @@ def build_record(facts, tasks, smoke, meta, secrets=()):
         'changes': entry.get('changes'),
         'actor': entry.get('actor'),
         'approved_by': entry.get('approved_by'),
+        'approvals': entry.get('approvals') or [],
         'ticket': entry.get('ticket'),
         'hosts': entry.get('hosts') or sorted(meta.get('hosts', [])),
         'started_at': entry.get('started_at') or (
@@ -431,6 +432,10 @@ def sections(record):
         out.append(('What this run would change' if check else 'What this run changed',
                     'Predicted by a check run (ansible-playbook --check): nothing was changed.' if check else '',
                     ('Item', 'Value'), rows))
+    approvals = record.get('approvals') or []
+    if approvals:
+        out.append(('Sign-offs', 'Each role that signed the deployment off, and who (runbook_approvals).',
+                    ('Role', 'Name'), [(a.get('role'), a.get('name')) for a in approvals]))
     failure = record.get('failure')
     if failure:
         rows = [('Phase', failure.get('phase')), ('Host', failure.get('host')), ('Message', failure.get('message'))]

@@ -91,7 +91,7 @@ checked:
   description:
     - For each role checked, the names of the settings that were evaluated and validated.
     - Under C(shared), those every role shares that were given (C(runbook_database), C(runbook_aws),
-      C(runbook_flag_rollouts)); a misspelt key inside C(runbook_aws) is a problem.
+      C(runbook_flag_rollouts), C(runbook_required_approvals)); a misspelt key inside C(runbook_aws) is a problem.
   returned: when O(release_settings) is not set
   type: dict
   sample: {migrate: [migrate_tool, migrate_project_path], shared: [runbook_aws, runbook_database]}

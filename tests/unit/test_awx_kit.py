@@ -25,8 +25,9 @@ WRAPPERS = ('deploy_staging', 'deploy_production', 'rollback', 'adopt')
 # What each playbook requires, and where: a job template's survey must ask for these.
 REQUIRED = {
     'deploy_staging': {'runbook_version'},  # roles/deployment/tasks/gate.yml
-    # deploy_production.yml sets deployment_require_approval: the gate wants who approved and the ticket.
-    'deploy_production': {'runbook_version', 'runbook_approved_by', 'runbook_ticket'},
+    # deploy_production.yml sets deployment_require_approval: the gate wants the sign-offs (or one approver) and the
+    # ticket; the survey asks for the sign-offs, as text (one "Role: Name" per line), which cover both.
+    'deploy_production': {'runbook_version', 'runbook_approvals', 'runbook_ticket'},
     'rollback': {'rollback_database'},  # playbooks/rollback.yml asserts the database choice is explicit
     'adopt': {'runbook_version', 'backend_adopt_from'},  # roles/backend/tasks/adopt_check.yml
 }
@@ -73,7 +74,7 @@ def test_every_job_template_runs_a_wrapper_with_a_survey_asking_for_what_it_requ
         unread = [v for v in questions if v not in read]
         assert not unread, '%s asks for variables nothing reads: %s' % (template['name'], unread)
         for question in questions.values():
-            assert question['type'] in ('text', 'multiplechoice') and question['question_name']
+            assert question['type'] in ('text', 'textarea', 'multiplechoice') and question['question_name']
             if question['type'] == 'multiplechoice':
                 assert question['choices'] and question['default'] in [''] + question['choices']
 

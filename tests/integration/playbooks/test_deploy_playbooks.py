@@ -509,8 +509,12 @@ class TestAFailedFirstDeploymentThenAnAwxJobThenAFailedSmokeTestThenProduction(o
         # Without the approval and without an off-host backup: both refusals in one message.
         no_approval = production.play('deploy_production.yml', runbook_version='v1.0.0', backup_s3_bucket='')
         assert no_approval.rc != 0 and 'needs an approval' in no_approval.output, no_approval
+        assert ('needs a sign-off by each of Product Owner, Tech Lead: no sign-off by the Product Owner; no sign-off by '
+                'the Tech Lead' in no_approval.output), no_approval
         assert 'needs an off-host backup before its migrations: set backup_s3_bucket' in no_approval.output, no_approval
-        approved = dict(runbook_approved_by='Dana', runbook_ticket='CHG-1')
+        # 003's approval matrix (inventories/local-production): the Product Owner and the Tech Lead, as the AWX
+        # survey's text gives them.
+        approved = dict(runbook_approvals='Product Owner: Dana\nTech Lead: Lee', runbook_ticket='CHG-1')
         # v1.1.0 failed in staging (rolled back): not staged.
         not_staged = production.play('deploy_production.yml', runbook_version='v1.1.0', **approved)
         assert not_staged.rc != 0 and 'has no successful deployment' in not_staged.output, not_staged
@@ -534,7 +538,9 @@ class TestAFailedFirstDeploymentThenAnAwxJobThenAFailedSmokeTestThenProduction(o
         assert len(re.findall(r'^(?:changed|ok): \[app\d\]', backup_task.split('TASK [')[0], re.M)) == 1
         assert len(sql(production.stack, production.db, 'SELECT 1 FROM _prisma_migrations')) == 3
         entry = production.history()[-1]
-        assert entry['status'] == 'succeeded' and entry['approved_by'] == 'Dana' and entry['ticket'] == 'CHG-1', entry
+        assert entry['status'] == 'succeeded' and entry['ticket'] == 'CHG-1', entry
+        assert entry['approved_by'] == 'Dana (Product Owner), Lee (Tech Lead)', entry
+        assert entry['approvals'] == [{'role': 'Product Owner', 'name': 'Dana'}, {'role': 'Tech Lead', 'name': 'Lee'}]
         assert entry['hosts'] == ['app1', 'app2', 'app3']
 
 

@@ -158,6 +158,16 @@ def test_the_watch_window_tells_a_conditional_breach_from_a_rollback_one():
     assert '| error_rate | errors.rate | < 0.05 | 0.2 | 0.2 | 31 | immediate | yes (rollback) |' in markdown
 
 
+def test_every_sign_off_is_in_the_report():
+    record = _record()
+    record['approved_by'] = 'Dana (Product Owner), Lee (Tech Lead)'
+    record['approvals'] = [{'role': 'Product Owner', 'name': 'Dana'}, {'role': 'Tech Lead', 'name': 'Lee'}]
+    markdown = report.render_markdown(record)
+    assert '| Approved by | Dana (Product Owner), Lee (Tech Lead) |' in markdown
+    assert '## Sign-offs' in markdown and '| Product Owner | Dana |' in markdown and '| Tech Lead | Lee |' in markdown
+    assert '<td>Tech Lead</td><td>Lee</td>' in report.render_html(record)
+
+
 def test_a_check_runs_report_says_it_is_a_check_and_shows_the_predictions():
     record = _record()
     record.update(status='checked', check_mode=True, failure=None, changes={
