@@ -705,13 +705,25 @@ class TestAFailedMigrationThenAnInterruptedOneThenAKilledReload(object):
         refused = env.play('rollback.yml')
         assert refused.rc != 0 and 'rollback_database' in refused.output, refused
 
-        restored = env.play('rollback.yml', rollback_database='restore')
+        # As a deployment's database phase: maintenance mode on and the sync paused while the backup goes back in,
+        # both as they were afterwards; then the release rolled back to is watched (runbook 004).
+        restored = env.play('rollback.yml', rollback_database='restore', runbook_maintenance_mode=True,
+                            runbook_pause_sync=True)
         assert restored.rc == 0, restored
         assert env.snapshot() == before
         assert env.current() == 'v1.0.0' and env.health()['version'] == 'v1.0.0'
         entry = env.history()[-1]
         assert entry['kind'] == 'rollback' and entry['status'] == 'succeeded', entry
         assert entry['rollback']['restored_from'], entry
+        assert entry['pre_deployment'] == {'maintenance': 'off', 'sync': 'running'} and entry['flags_restored'] is True
+        assert _flags(env)['maintenance_mode'] is False and _flags(env)['auto_sync'] is True
+        before_restore = restored.output.split('TASK [runbook.deploy.rollback')[0]
+        maintenance, paused = before_restore.split('TASK [Switch maintenance mode on while the database goes back]')[1] \
+            .split('TASK [Pause the background sync and wait until its queue drains]')
+        assert 'changed: [' in maintenance and 'changed: [' in paused, restored
+        watched = restored.output.split('TASK [Watch the release rolled back to]')[1]
+        assert 'TASK [runbook.deploy.watch : Show what the watch saw per threshold]' in watched, restored
+        assert '"msg": "keep after' in watched, restored
 
     def test_a_deploy_interrupted_during_migrations_is_undone_by_rollback(self, shared_env):
         """SIGINT during the migrations: rollback.yml takes the stale lock over, records the run as interrupted, and
