@@ -11,8 +11,9 @@ DOCUMENTATION = r"""
     - The runbooks sign a production deployment off several times (001, Product Owner, DevSecOps Lead and Security
       Team; 003, Product Owner and Tech Lead). This filter reads the sign-offs given to a run into a list of
       C({role, name}), each trimmed, in the order given.
-    - A list of dictionaries, C([{role: Product Owner, name: Dana}]), is what extra vars and inventories give.
-    - Text, one C(Role: Name) per line or separated by C(;), is what an AWX survey's textarea gives
+    - A list of dictionaries, each with the keys C(role) and C(name), is what extra vars and inventories give.
+    - >-
+      Text, one C(Role: Name) per line or separated by C(;), is what an AWX survey's textarea gives
       (C(Product Owner: Dana; Tech Lead: Lee)). The first C(:) separates the role from the name.
     - An empty value (null, an empty string or list) gives an empty list. An entry without a role or a name is an
       error that names the entry, never a silent drop.

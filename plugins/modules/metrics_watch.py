@@ -52,9 +52,9 @@ options:
             C(connections_used) (the share of C(max_connections), 0 to 1), and for this database
             C(database_connections), C(active), C(idle_in_transaction), C(waiting_on_locks) (sessions),
             C(longest_query_s) (the oldest running query, in seconds), C(longest_idle_in_transaction_s) (the
-            oldest open transaction that does nothing: it holds its locks) and C(longest_lock_wait_s) (the
+            oldest open transaction that does nothing, which holds its locks) and C(longest_lock_wait_s) (the
             oldest query waiting on a lock, such as a migration behind a long transaction).
-            C(sees_all_sessions) is V(0) when the user sees only its own sessions' states (V(1) otherwise): grant
+            C(sees_all_sessions) is V(0) when the user sees only its own sessions' states (V(1) otherwise); grant
             it C(pg_monitor) for the others'. Needs psycopg2 on the host the module runs on.
         type: str
         default: auto
@@ -146,7 +146,7 @@ options:
           - The runbooks' two kinds of rollback rule (runbook 001, "Immediate Rollback If" and "Conditional Rollback If").
           - V(immediate), a counted breach recommends a rollback (RV(decision=rollback)) and, with O(stop_on_breach),
             ends the watch.
-          - V(conditional), a counted breach is a warning, not a rollback: the watch goes on, the breach is listed in
+          - V(conditional), a counted breach is a warning, not a rollback. The watch goes on, the breach is listed in
             RV(conditional_breaches), and the decision is V(monitor) (the release is kept and someone should look).
             It becomes a rollback breach when it lasts O(thresholds[].escalate_after) seconds.
         type: str

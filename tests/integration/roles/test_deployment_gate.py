@@ -15,7 +15,7 @@ from helpers import REPO
 CASES = {
     'one_missing': {'runbook_approvals': 'Product Owner: Dana'},
     'one_person_twice': {'runbook_approvals': [{'role': 'Product Owner', 'name': 'Dana'},
-                                              {'role': 'tech lead', 'name': 'dana'}]},
+                                               {'role': 'tech lead', 'name': 'dana'}]},
     'one_person_twice_allowed': {'runbook_approvals': 'Product Owner: Dana; Tech Lead: Dana',
                                  'deployment_approvals_distinct': False},
     'signed': {'runbook_approvals': 'Product Owner: Dana\nTech Lead: Lee Chen\nQA: Ana'},
