@@ -92,7 +92,7 @@ REDACTED = '***'
 FACTS = ('runbook_run_id', 'runbook_started_epoch', 'runbook_kind', 'runbook_already_deployed', 'deployment_phases',
          'deployment_outcome', 'deployment_run_failure', 'deployment_previous_version', 'deployment_history_entry',
          'deployment_report', 'backup_taken', 'migrate_result', 'watch_result', 'rollback_result', 'preflight_report',
-         'flags_changed')
+         'flags_changed', 'frontend_verified')
 SMOKE_ACTIONS = ('runbook.deploy.smoke_test', 'smoke_test')
 # The phases a run marks, in the runbook's order; the report adds 'check' (before the first) and 'finish' (after the last).
 PHASE_ORDER = ('check', 'adopt', 'build', 'database', 'backends', 'release', 'rollback', 'finish')
@@ -284,6 +284,8 @@ def build_record(facts, tasks, smoke, meta, secrets=()):
                                 and not _is_rollout_gate(s)], entry.get('smoke_passed')),
         'rollout_health_checks': smoke_summary([s for s in smoke or [] if _is_rollout_gate(s)]),
         'watch': facts.get('watch_result'),
+        # Whether the site's public URL served the build published (frontend_verify_url).
+        'frontend_verified': facts.get('frontend_verified'),
         'preflight': facts.get('preflight_report'),
         'flags_changed': facts.get('flags_changed') or [],
         'changed': [{'host': t['host'], 'play': t['play'], 'task': t['task'], 'action': t['action']}
@@ -432,6 +434,12 @@ def sections(record):
         out.append(('What this run would change' if check else 'What this run changed',
                     'Predicted by a check run (ansible-playbook --check): nothing was changed.' if check else '',
                     ('Item', 'Value'), rows))
+    verified = record.get('frontend_verified')
+    if verified:
+        out.append(('Frontend as visitors get it', 'The site\'s public URL (frontend_verify_url) after the sync.',
+                    ('Item', 'Value'), [('URL', verified.get('url')), ('Version', verified.get('version')),
+                                        ('Serves that build', 'yes' if verified.get('serves_build') else 'no'),
+                                        ('Last answer', 'HTTP %s' % verified.get('status'))]))
     approvals = record.get('approvals') or []
     if approvals:
         out.append(('Sign-offs', 'Each role that signed the deployment off, and who (runbook_approvals).',

@@ -286,6 +286,9 @@ def _check_success_report(env, entry, result, elapsed, history_bucket):
     # The inventory's three smoke checks, not the flag rollout's health gate that ran after them (issue 17).
     assert record['smoke']['checks_counted'] == 3 and record['rollout_health_checks']['passed'] is True, record
     assert record['watch'], record
+    # Runbook 000 "Verify Frontend": the site (moto's S3 here) served this build's own index.html after the sync.
+    assert record['frontend_verified'] == {'url': '%s/sample-app-frontend-%s/index.html' % (
+        env.stack['RUNBOOK_S3_ENDPOINT_URL'], env.name), 'version': 'v1.0.0', 'serves_build': True, 'status': 200}, record
     assert record['rollback']['taken'] is False and record['failure'] is None
     assert any(c['task'].startswith('runbook.deploy.backend') or 'release' in c['task'].lower() for c in record['changed'])
     markdown, page = read(entry['report']['md']), read(entry['report']['html'])

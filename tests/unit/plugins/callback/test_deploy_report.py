@@ -158,6 +158,15 @@ def test_the_watch_window_tells_a_conditional_breach_from_a_rollback_one():
     assert '| error_rate | errors.rate | < 0.05 | 0.2 | 0.2 | 31 | immediate | yes (rollback) |' in markdown
 
 
+def test_the_report_says_whether_the_site_served_the_build():
+    record = _record()
+    record['frontend_verified'] = {'url': 'https://app.example.com/', 'version': 'v2', 'serves_build': False,
+                                   'status': 200}
+    markdown = report.render_markdown(record)
+    assert '## Frontend as visitors get it' in markdown
+    assert '| URL | https://app.example.com/ |' in markdown and '| Serves that build | no |' in markdown
+
+
 def test_every_sign_off_is_in_the_report():
     record = _record()
     record['approved_by'] = 'Dana (Product Owner), Lee (Tech Lead)'
