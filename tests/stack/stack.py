@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("RUNBOOK_STACK_DIR") or REPO / ".stack").resolve()
 HOST = "127.0.0.1"
-ORDER = ["postgres", "redis", "moto", "pm2", "unleash"]
+ORDER = ["postgres", "redis", "moto", "pm2", "unleash", "smtp"]
 PG_BINDIR = Path(os.environ.get("RUNBOOK_PG_BINDIR") or "/usr/lib/postgresql/15/bin")
 PM2_BIN = REPO / "node_modules" / ".bin" / "pm2"
 
@@ -593,6 +593,40 @@ class Unleash(Background):
         return {"RUNBOOK_UNLEASH_URL": f"http://{HOST}:{self.port}", "RUNBOOK_UNLEASH_TOKEN": self.token()}
 
 
+class Smtp(Background):
+    """A real SMTP server (aiosmtpd, tests/servers/smtp_sink.py) that keeps each message it accepts in its mailbox
+    directory, with AUTH required (a generated password): the notify role's email channel sends to it."""
+
+    name = "smtp"
+    needle = "smtp_sink.py"
+    user = "runbook"
+
+    @property
+    def mailbox(self) -> Path:
+        return self.dir / "mailbox"
+
+    @property
+    def authfile(self) -> Path:
+        return self.dir / "auth"
+
+    def password(self) -> str:
+        return secret_file(self.dir / "password", 12)
+
+    def answers(self):
+        with socket.create_connection((HOST, self.port), timeout=2) as s:
+            return s.recv(64).startswith(b"220")
+
+    def launch(self):
+        self.record["port"] = pick_port(self.port)
+        write_private(self.authfile, f"{self.user}:{self.password()}\n")
+        self.spawn([sys.executable, Path(__file__).parents[1] / "servers" / "smtp_sink.py", self.mailbox,
+                    "--port", self.port, "--auth-file", self.authfile], child_env(self.name))
+
+    def env(self):
+        return {"RUNBOOK_SMTP_HOST": HOST, "RUNBOOK_SMTP_PORT": self.port, "RUNBOOK_SMTP_USER": self.user,
+                "RUNBOOK_SMTP_PASSWORD": self.password(), "RUNBOOK_SMTP_MAILBOX": str(self.mailbox)}
+
+
 class PM2(Service):
     name = "pm2"
 
@@ -699,7 +733,7 @@ class Stack:
 
         pg = Postgres(rec("postgres"))
         self.services = {"postgres": pg, "redis": Redis(rec("redis")), "moto": Moto(rec("moto")),
-                         "pm2": PM2(rec("pm2")), "unleash": Unleash(rec("unleash"), pg)}
+                         "pm2": PM2(rec("pm2")), "unleash": Unleash(rec("unleash"), pg), "smtp": Smtp(rec("smtp"))}
 
     def lock(self):
         STATE.mkdir(parents=True, exist_ok=True)
@@ -723,7 +757,7 @@ class Stack:
             names = ["postgres", *names]
         t0 = time.monotonic()
         # Launch in order (unleash right after postgres, as it is the slowest), then wait for all.
-        launch_order = sorted(names, key=["postgres", "unleash", "redis", "moto", "pm2"].index)
+        launch_order = sorted(names, key=["postgres", "unleash", "redis", "moto", "pm2", "smtp"].index)
         outcome, launched = {}, {}
         try:
             for name in launch_order:
