@@ -90,11 +90,17 @@ def approval_problems(value, required=None, distinct=True):
     """What keeps the sign-offs from satisfying the required roles, one sentence each (empty when they do): a
     required role nobody signed, and with distinct, one person signing for several required roles."""
     given = approvals(value)
-    wanted = [str(role).strip() for role in (required or []) if str(role).strip()]
+    wanted = []
+    for role in (str(role).strip() for role in (required or [])):
+        if role and role.lower() not in [w.lower() for w in wanted]:
+            wanted.append(role)
     problems = []
     signers = {}
     for role in wanted:
-        names = [a['name'] for a in given if a['role'].lower() == role.lower()]
+        names = []
+        for approval in given:
+            if approval['role'].lower() == role.lower() and approval['name'].lower() not in [n.lower() for n in names]:
+                names.append(approval['name'])
         if not names:
             problems.append('no sign-off by the %s' % role)
         for name in names:

@@ -404,8 +404,8 @@ class Threshold(object):
                 raise MetricsError("threshold '%s': %s" % (self.name, exc))
         else:
             if self.quantile is not None:
-                raise MetricsError("threshold '%s': quantile needs a Prometheus histogram, and source '%s' is JSON"
-                                   % (self.name, self.source))
+                raise MetricsError("threshold '%s': quantile needs a Prometheus histogram, and source '%s' is %s"
+                                   % (self.name, self.source, 'PostgreSQL' if kind == 'postgres' else 'JSON'))
             for path in (self.metric, self.divide_by):
                 if path:
                     try:

@@ -526,42 +526,52 @@ def bound_jobs(requested, free, extra=1):
     return max(1, min(requested, MAX_JOBS, free - extra))
 
 
-# Runbook 002's "Database Health" (connections in pg_stat_activity, long-running queries) and the lock waits that
-# hang a migration, as numbers a threshold compares. The sessions of other roles show their state and times only
-# to a superuser or a member of pg_read_all_stats (pg_monitor): `sees_all_sessions` says which view this is.
+# Runbook 002's "Database Health" (connections, long-running queries) and the lock waits that hang a migration, as
+# numbers a threshold compares. The connection counts come from pg_stat_database, which every user sees whole; the
+# states and times come from pg_stat_activity, where a user that is neither superuser nor a member of
+# pg_read_all_stats (pg_monitor) sees only its own role's sessions: `sees_all_sessions` says which view this is.
+# A lock wait is timed from pg_locks.waitstart (PostgreSQL 14 and later; before, from the waiting query's start),
+# advisory locks left out (Prisma's migration lock is one, and waiting on it is its purpose).
 HEALTH_SQL = """
     SELECT current_setting('max_connections')::int AS max_connections,
-           (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS connections,
-           count(*) AS database_connections,
+           (SELECT sum(numbackends) FROM pg_stat_database)::int AS connections,
+           (SELECT numbackends FROM pg_stat_database WHERE datname = current_database()) AS database_connections,
            count(*) FILTER (WHERE state = 'active') AS active,
            count(*) FILTER (WHERE state LIKE 'idle in transaction%') AS idle_in_transaction,
-           count(*) FILTER (WHERE wait_event_type = 'Lock') AS waiting_on_locks,
+           count(*) FILTER (WHERE wait_event_type = 'Lock' AND wait_event <> 'advisory') AS waiting_on_locks,
            coalesce(max(extract(epoch FROM now() - query_start)) FILTER (WHERE state = 'active'), 0) AS longest_query_s,
            coalesce(max(extract(epoch FROM now() - state_change))
                     FILTER (WHERE state LIKE 'idle in transaction%'), 0) AS longest_idle_in_transaction_s,
-           coalesce(max(extract(epoch FROM now() - query_start)) FILTER (WHERE wait_event_type = 'Lock'), 0)
-             AS longest_lock_wait_s,
+           {lock_wait} AS longest_lock_wait_s,
            (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
              OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS sees_all_sessions
     FROM pg_stat_activity
-    WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+    WHERE datname = current_database() AND pid <> pg_backend_pid()
+      AND (backend_type = 'client backend' OR backend_type IS NULL)
 """
+LOCK_WAIT_SINCE_WAITSTART = """coalesce((SELECT max(extract(epoch FROM now() - l.waitstart)) FROM pg_locks l
+                     WHERE NOT l.granted AND l.locktype <> 'advisory'
+                       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())), 0)"""
+LOCK_WAIT_SINCE_QUERY_START = """coalesce(max(extract(epoch FROM now() - query_start))
+                    FILTER (WHERE wait_event_type = 'Lock' AND wait_event <> 'advisory'), 0)"""
 
 
 def health(connection):
-    """The database's health as numbers: connections (the server's, with max_connections and the share used),
-    this database's sessions by state, and the longest running query, idle transaction and lock wait in seconds.
-    This session is not counted."""
+    """The database's health as numbers: connections (the server's, with max_connections and the share used, and
+    this database's), this database's sessions by state, and the longest running query, idle transaction and lock
+    wait in seconds. This session is not counted. Read in the caller's transaction."""
+    lock_wait = LOCK_WAIT_SINCE_WAITSTART if connection.server_version >= 140000 else LOCK_WAIT_SINCE_QUERY_START
     cursor = connection.cursor()
     try:
-        cursor.execute(HEALTH_SQL)
+        cursor.execute(HEALTH_SQL.format(lock_wait=lock_wait))
         names = [column[0] for column in cursor.description]
         row = dict(zip(names, cursor.fetchone()))
     finally:
         cursor.close()
     page = dict((name, float(value) if name.endswith('_s') else value) for name, value in row.items())
-    # This connection is one of the server's: what the others use.
-    page['connections'] = max(0, page['connections'] - 1)
+    # This connection is one of the server's and of the database's: what the others use.
+    page['connections'] = max(0, (page['connections'] or 0) - 1)
+    page['database_connections'] = max(0, (page['database_connections'] or 0) - 1)
     page['connections_used'] = round(page['connections'] / float(page['max_connections']), 4)
     # A number, as every key of the page: a threshold compares numbers (1 = sees every session's state).
     page['sees_all_sessions'] = 1 if page['sees_all_sessions'] else 0

@@ -19,7 +19,8 @@ description:
   - Replaces the runbooks' post-deployment monitoring window (C(watch -n 30 curl .../queue-metrics),
     C(curl /metrics | grep error_rate) read by eye, the 30-minute checkpoint targets and the automatic rollback
     triggers) with numbers and a decision, RV(decision), that a playbook's C(rescue) can act on.
-  - Uses only the Python standard library on the managed host.
+  - Uses only the Python standard library on the managed host, except a O(sources[].format=postgres) source, which
+    needs psycopg2 there.
 options:
   sources:
     description:
@@ -157,7 +158,8 @@ options:
           - For a V(conditional) threshold, the seconds a breach may last, from its first unhealthy sample, before it
             recommends a rollback after all (001 "queue size > 1000 and growing", "error rate 1-5% after 1 hour").
             Not shorter than O(thresholds[].for).
-          - Without it, a conditional breach never recommends a rollback.
+          - Without it, a conditional breach never recommends a rollback (runbook 001 leaves that decision to a person).
+          - A breach escalates only within the watch. Longer than O(duration), it can only warn, and the module says so.
         type: float
   health_url:
     description:
@@ -186,7 +188,8 @@ options:
     description:
       - A file the module rewrites (atomically, mode 0600) after every round with where the watch stands, for a
         caller that prints heartbeats while it runs (the watch role runs the module with C(async) and reads it).
-      - It is a JSON object with C(elapsed_s), C(duration_s), C(samples), C(breaches) and C(last) (each threshold's
+      - It is a JSON object with C(elapsed_s), C(duration_s), C(samples), C(breaches) (those that recommend a
+        rollback), C(conditional) (the conditional breaches that did not escalate) and C(last) (each threshold's
         last value), numbers and threshold names only. The module removes it when it ends, so that its absence
         tells that the watch is over.
     type: path
@@ -243,6 +246,8 @@ notes:
     control characters; header names are RFC 9110 tokens. Other values fail before any request, naming the option.
   - The failure message names each breached threshold, its value, the healthy condition and how long the breach
     lasted, and ends with "rollback recommended". The numbers are also in the failed result.
+requirements:
+  - psycopg2, only for a O(sources[].format=postgres) source, on the host the module runs on.
 seealso:
   - module: runbook.deploy.smoke_test
     description: Gate a release on health checks before it takes traffic; this module watches it afterwards.
@@ -538,20 +543,26 @@ class Source(object):
 
     def fetch_postgres(self):
         try:
-            connection = postgres.connect(self.conn)
+            connection = postgres.connect(self.conn, autocommit=False)
         except postgres.PostgresError as exc:
             text = to_native(exc)
             kind = 'refused' if 'refused' in text else 'timeout' if 'timeout expired' in text else 'connection'
             return None, text, kind
         try:
             cursor = connection.cursor()
-            # A watch must not wait behind the locks it reports.
-            cursor.execute('SET statement_timeout = %s', (int(self.timeout * 1000),))
+            # A watch must not wait behind the locks it reports. SET LOCAL, in the reading's own transaction: behind
+            # a transaction-pooling pgbouncer a plain SET would stay on a server connection the app then uses.
+            cursor.execute('SET LOCAL statement_timeout = %s', (int(self.timeout * 1000),))
             cursor.close()
             return ('postgres', postgres.health(connection)), None, None
         except postgres.psycopg2.Error as exc:
             return None, 'the health query on %s failed: %s' % (postgres.describe(self.conn), to_native(exc).strip()), 'query'
         finally:
+            # The reading changed nothing; a broken connection is closed all the same.
+            try:
+                connection.rollback()
+            except postgres.psycopg2.Error:
+                pass
             connection.close()
 
     def fetch(self, context):
@@ -689,6 +700,12 @@ class MetricsWatch(object):
             http.check_seconds(spec['for'], "threshold '%s': for" % name)
             if spec['escalate_after'] is not None:
                 http.check_seconds(spec['escalate_after'], "threshold '%s': escalate_after" % name)
+                if spec['escalate_after'] > p['duration']:
+                    # The same thresholds serve windows of different lengths (a deployment's, a rollback's, a later
+                    # checkpoint's): in a shorter one the breach can only warn, and the result says so.
+                    self.warnings.append("threshold '%s': escalate_after (%s s) is longer than this watch (%s s): a "
+                                         "breach can only warn in it" % (name, metrics.describe(spec['escalate_after']),
+                                                                         metrics.describe(p['duration'])))
             if math.isnan(spec['value']):
                 raise WatchError("threshold '%s': value must be a number, not NaN" % name)
             try:

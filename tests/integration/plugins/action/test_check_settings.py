@@ -87,7 +87,9 @@ WATCH_CHECK = [{'name': 'Check', 'hosts': 'app_servers', 'gather_facts': False, 
     PLAYBOOK[0]['tasks'][1],
 ]}]
 WATCHED = dict(GOOD, runbook_watch=True, watch_duration=300,
-               watch_sources=[{'name': 'queue', 'url': 'http://127.0.0.1:9/queue-metrics', 'format': 'json'}])
+               watch_sources=[{'name': 'queue', 'url': 'http://127.0.0.1:9/queue-metrics', 'format': 'json'},
+                              # runbook 002's database health, read from PostgreSQL itself
+                              {'name': 'database', 'url': 'postgresql://app@127.0.0.1:9/app', 'format': 'postgres'}])
 
 
 def test_a_watch_threshold_the_watch_could_not_use_is_refused_before_anything_changes(tmp_path):
@@ -103,9 +105,10 @@ def test_a_watch_threshold_the_watch_could_not_use_is_refused_before_anything_ch
         return subprocess.run([os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', str(inventory), str(playbook)],
                               capture_output=True, text=True, check=False, timeout=180)
 
-    good = {'name': 'queue_size', 'metric': 'queue.size', 'op': '<', 'value': 1000, 'for': 120,
-            'severity': 'conditional', 'escalate_after': 3600}
-    run = run_check([good])
+    good = {'name': 'queue_size', 'source': 'queue', 'metric': 'queue.size', 'op': '<', 'value': 1000, 'for': 120,
+            'severity': 'conditional', 'escalate_after': 240}
+    locks = {'name': 'lock_wait', 'source': 'database', 'metric': 'longest_lock_wait_s', 'op': '<', 'value': 60}
+    run = run_check([good, locks])
     assert run.returncode == 0 and 'CHECK PASSED' in run.stdout, run.stdout[-4000:] + run.stderr[-2000:]
 
     run = run_check([dict(good, severity='later'), dict(good, name='backlog', escalate_afer=60)])

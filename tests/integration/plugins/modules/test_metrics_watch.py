@@ -168,6 +168,9 @@ def test_a_conditional_breach_is_kept_with_a_warning_and_the_watch_goes_on(watch
     for text in (result['msg'], ' '.join(result.get('warnings', []))):
         assert 'conditional breach' in text and 'queue_size: queue.size = 1500' in text
         assert 'monitor: no rollback (queue_size: rollback after 30 s)' in text
+    # 30 s cannot pass in a 2-second window: the breach could only warn here, and the watch says so.
+    assert ("threshold 'queue_size': escalate_after (30 s) is longer than this watch (2 s): a breach can only warn in it"
+            in result['warnings']), result.get('warnings')
 
 
 def test_a_conditional_breach_that_lasts_escalate_after_recommends_a_rollback(watch, server):
@@ -493,11 +496,19 @@ def test_a_user_without_pg_monitor_is_told_it_sees_only_its_own_sessions(run_mod
     role = 'watcher_%s' % uuid.uuid4().hex[:8]
     password = 'p/ss@w:rd-%s' % uuid.uuid4().hex[:6]
     sql(stack, 'postgres', "CREATE ROLE %s LOGIN PASSWORD '%s'" % (role, password))
+    other = connect(stack, db)  # another role's session (the superuser's), idle in a transaction
+    other.autocommit = False
     try:
+        with other.cursor() as cursor:
+            cursor.execute('SELECT 1')
         result = run_module(MODULE, duration=0, timeout=2,
                             sources=[dict(name='db', url=_pg_url(stack, db, role, password), format='postgres')],
-                            thresholds=[dict(name='all', source='db', metric='sees_all_sessions', op='>=', value=1)])
+                            thresholds=[dict(name='all', source='db', metric='sees_all_sessions', op='>=', value=1),
+                                        dict(name='here', source='db', metric='database_connections', op='>=', value=0),
+                                        dict(name='idle', source='db', metric='idle_in_transaction', op='>=', value=0)])
         assert result['decision'] == 'rollback' and result['thresholds']['all']['last'] == 0, (result.get('msg'), result)
+        # The connections count every session (pg_stat_database), the states only this role's (pg_stat_activity).
+        assert result['thresholds']['here']['last'] == 1 and result['thresholds']['idle']['last'] == 0, result
         assert password not in json.dumps(result)
         sql(stack, 'postgres', 'GRANT pg_monitor TO %s' % role)
         result = run_module(MODULE, duration=0, timeout=2,
@@ -505,6 +516,8 @@ def test_a_user_without_pg_monitor_is_told_it_sees_only_its_own_sessions(run_mod
                             thresholds=[dict(name='all', source='db', metric='sees_all_sessions', op='>=', value=1)])
         assert result['decision'] == 'keep' and result['thresholds']['all']['last'] == 1, result
     finally:
+        other.rollback()
+        other.close()
         sql(stack, 'postgres', 'DROP ROLE IF EXISTS %s' % role)
 
 

@@ -62,6 +62,10 @@ def test_each_missing_role_and_each_double_signer_is_named():
     assert approval_problems(given, REQUIRED, distinct=False) == ['no sign-off by the Security Team']
 
 
+def test_a_role_named_twice_is_one_role_and_one_sign_off_given_twice_is_one():
+    assert approval_problems('Tech Lead: Dana; Tech Lead: dana', ['Tech Lead', 'tech lead']) == []
+
+
 def test_without_required_roles_any_sign_off_will_do():
     assert approval_problems([], []) == [] and approval_problems('QA: Ana', None) == []
     assert approval_problems([], ['Tech Lead']) == ['no sign-off by the Tech Lead']
