@@ -726,9 +726,11 @@ class TestAFailedMigrationThenAnInterruptedOneThenAKilledReload(object):
         assert entry['rollback']['restored_from'], entry
         assert entry['pre_deployment'] == {'maintenance': 'off', 'sync': 'running'} and entry['flags_restored'] is True
         before_restore = restored.output.split('TASK [runbook.deploy.rollback')[0]
+        # Maintenance mode went on for the restore; the sync, which the failed deployment had left paused, stayed so
+        # (nothing to change) until both were put back.
         maintenance, paused = before_restore.split('TASK [Switch maintenance mode on while the database goes back]')[1] \
             .split('TASK [Pause the background sync and wait until its queue drains]')
-        assert 'changed: [' in maintenance and 'changed: [' in paused, restored
+        assert 'changed: [' in maintenance and 'TASK [runbook.deploy.flags : ' in paused, restored
         watched = restored.output.split('TASK [Watch the release rolled back to]')[1]
         assert 'TASK [runbook.deploy.watch : Show what the watch saw per threshold]' in watched, restored
         assert '"msg": "keep after' in watched, restored
