@@ -61,7 +61,7 @@ def main(argv=None):
     options = {}
     if args.auth_file:
         with open(args.auth_file) as handle:
-            user, _, password = handle.read().strip().partition(':')
+            user, password = handle.read().strip().split(':', 1)
         # Plain-text AUTH on loopback: the client is this machine, and TLS is not what the test is about.
         warnings.filterwarnings('ignore', message='Requiring AUTH while not requiring TLS')
         options = dict(authenticator=Authenticator(user, password), auth_required=True, auth_require_tls=False)
