@@ -18,6 +18,8 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.plugins.loader import lookup_loader
 
+from ansible_collections.runbook.deploy.plugins.module_utils.cron import job_problems
+
 ROLES = ('backend', 'backup', 'deployment', 'flags', 'frontend', 'migrate', 'notify', 'preflight', 'rollback', 'smoke',
          'watch')
 COLLECTION_PREFIX = 'runbook.deploy.'
@@ -33,6 +35,12 @@ RELEASE_SETTINGS = {
     'migrate_verify_indexes': 'migrate',
     'migrate_verify_queries': 'migrate',
     'runbook_flag_rollouts': 'deploy playbook',
+    'backend_cron_jobs': 'backend',
+}
+# Checks of a value beyond its type: a schedule crontab would refuse, two jobs of one name. Run once the argument
+# specification found nothing wrong with that setting.
+VALUE_CHECKS = {
+    'backend_cron_jobs': job_problems,
 }
 # runbook_flag_rollouts is read by playbooks/deploy.yml, not by a role: its spec is here.
 PLAYBOOK_OPTIONS = {
@@ -72,6 +80,16 @@ def role_defaults(loader, role):
     if not os.path.exists(path):
         return {}
     return loader.load_from_file(path, trusted_as_template=True) or {}
+
+
+def value_problems(values, validated):
+    """(name, problem) of VALUE_CHECKS for the values whose argument specification found nothing wrong."""
+    found = []
+    for name in sorted(set(values) & set(VALUE_CHECKS)):
+        if any(name in str(error) for error in validated.errors):
+            continue
+        found.extend((name, problem) for problem in VALUE_CHECKS[name](values[name]))
+    return found
 
 
 def first_line(error):
@@ -150,6 +168,7 @@ class ActionModule(ActionBase):
             validated = ArgumentSpecValidator(options).validate(provided)
             secrets.update(str(value) for value in validated._no_log_values)
             problems.extend('%s: %s' % (label, first_line(error)) for error in validated.errors)
+            problems.extend('%s (%s): %s' % (name, label, problem) for name, problem in value_problems(provided, validated))
             checked[key] = sorted(provided)
 
         problems = [masked(problem, secrets) for problem in problems]
@@ -187,9 +206,10 @@ class ActionModule(ActionBase):
             for role in sorted(set(RELEASE_SETTINGS.values()) - {'deploy playbook'}):
                 options.update((name, spec) for name, spec in role_options(self._loader, role).items()
                                if name in RELEASE_SETTINGS)
-            validated = ArgumentSpecValidator(options).validate(
-                dict((name, value) for name, value in settings.items() if name in RELEASE_SETTINGS))
+            release_values = dict((name, value) for name, value in settings.items() if name in RELEASE_SETTINGS)
+            validated = ArgumentSpecValidator(options).validate(release_values)
             problems.extend(first_line(error) for error in validated.errors)
+            problems.extend('%s: %s' % (name, problem) for name, problem in value_problems(release_values, validated))
         result.update(changed=False, problems=problems, release_settings=settings if not problems else {})
         if problems:
             result['failed'] = True

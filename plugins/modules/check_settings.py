@@ -22,6 +22,8 @@ description:
     to be found when the migrations were due).
   - A variable whose value cannot be evaluated (it names an undefined variable, a vault secret cannot be
     decrypted) is a problem too. Values of options marked C(no_log) never appear in messages or results.
+  - Beyond its type, C(backend_cron_jobs) is checked job by job (the name, the five crontab fields of the
+    schedule and their bounds, an empty command, two jobs of one name), in the inventory and in a release's settings.
   - Required options are not checked here (the collection's playbooks pass them when they include a role).
 options:
   roles:
@@ -42,8 +44,8 @@ options:
         C(tasks_from=release_settings)). When set, only this file is judged, not the host's variables.
       - It must be a YAML mapping of settings that belong to a version rather than to an environment, each valid
         for its role - C(smoke_checks), C(migrate_verify_tables), C(migrate_verify_columns),
-        C(migrate_verify_indexes), C(migrate_verify_queries) and C(runbook_flag_rollouts) (a list of
-        C({name, steps})).
+        C(migrate_verify_indexes), C(migrate_verify_queries), C(runbook_flag_rollouts) (a list of
+        C({name, steps})) and C(backend_cron_jobs) (the version's cron jobs).
       - Values are data, never templates (the file comes from the app's repository).
     type: str
   release_settings_path:

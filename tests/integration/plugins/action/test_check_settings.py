@@ -123,3 +123,51 @@ def test_a_watch_threshold_the_watch_could_not_use_is_refused_before_anything_ch
     assert run.returncode != 0 and 'CHECK PASSED' not in run.stdout, output[-4000:]
     assert "watch_thresholds[0] ('queue_size')" in output and 'escalate_after, for a conditional threshold only' in output
     assert 'for 120, escalate_after 60' in output
+
+
+CRON_JOB = {'name': 'refresh-views', 'schedule': '0 * * * *', 'command': 'psql "$DATABASE_URL" -c "SELECT 1"'}
+RELEASE_CHECK = [{'name': 'Release settings', 'hosts': 'app_servers', 'gather_facts': False, 'tasks': [
+    {'name': 'Judge the file', 'runbook.deploy.check_settings': {
+        'release_settings': '{{ release_text }}', 'release_settings_path': 'releases/v2/deploy/runbook.yml'},
+     'register': 'judged', 'ignore_errors': True},
+    {'name': 'Show the verdict', 'ansible.builtin.debug': {'msg': 'VERDICT {{ judged.problems | to_json }}'}},
+]}]
+
+
+def test_a_cron_job_crontab_would_refuse_is_found_in_the_check_phase_in_the_inventory_and_in_a_release(tmp_path):
+    """Runbook 002's cron jobs: a schedule of four fields, a minute of 60 or two jobs of one name used to reach
+    crontab (or install a job that never runs) after the migrations; now the Check phase names each."""
+    run = check(tmp_path, dict(GOOD, backend_cron_jobs=[CRON_JOB, dict(CRON_JOB, name='reports', hosts='all')]))
+    assert run.returncode == 0 and 'CHECK PASSED' in run.stdout, run.stdout[-4000:] + run.stderr[-2000:]
+
+    run = check(tmp_path, dict(GOOD, backend_cron_jobs=[dict(CRON_JOB, schedule='0 * * *'), CRON_JOB,
+                                                        dict(CRON_JOB, name='cleanup', schedule='60 2 * * *')]))
+    output = run.stdout + run.stderr
+    assert run.returncode != 0 and 'CHECK PASSED' not in run.stdout, output[-4000:]
+    assert '3 problem(s) in the settings of app1' in output, output[-4000:]
+    for expected in ("backend_cron_jobs (role backend): job 'refresh-views': schedule '0 * * *' has 4 fields",
+                     "backend_cron_jobs (role backend): job 'refresh-views': two jobs have this name",
+                     "backend_cron_jobs (role backend): job 'cleanup': schedule '60 2 * * *': minute '60' is outside 0-59"):
+        assert expected in output, (expected, output[-4000:])
+
+    # The argument specification first: a job without a command is refused once, by it.
+    run = check(tmp_path, dict(GOOD, backend_cron_jobs=[{'name': 'refresh-views', 'schedule': '@hourly'}]))
+    output = run.stdout + run.stderr
+    assert '1 problem(s) in the settings of app1' in output, output[-4000:]
+    assert 'missing required arguments: command found in backend_cron_jobs' in output, output[-4000:]
+
+    # A release may carry its own jobs (deploy/runbook.yml), judged alike.
+    playbook = tmp_path / 'release_check.yml'
+    playbook.write_text(yaml.safe_dump(RELEASE_CHECK, sort_keys=False))
+    inventory = tmp_path / 'hosts.yml'
+    inventory.write_text(yaml.safe_dump({'app_servers': {'hosts': {'app1': {
+        'ansible_connection': 'local', 'ansible_python_interpreter': GOOD['ansible_python_interpreter']}}}}))
+    for text, verdict in (
+            (yaml.safe_dump({'backend_cron_jobs': [CRON_JOB]}), 'VERDICT []'),
+            (yaml.safe_dump({'backend_cron_jobs': [dict(CRON_JOB, schedule='@hour')]}),
+             "backend_cron_jobs: job 'refresh-views': schedule '@hour': the @ times are @reboot")):
+        extra = tmp_path / 'release_text.yml'
+        extra.write_text(yaml.safe_dump({'release_text': text}))
+        run = subprocess.run([os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', str(inventory), str(playbook),
+                              '-e', '@%s' % extra], capture_output=True, text=True, check=False, timeout=180)
+        assert verdict in run.stdout, run.stdout[-4000:] + run.stderr[-2000:]
