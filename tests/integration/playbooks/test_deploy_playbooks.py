@@ -184,6 +184,7 @@ def _environments(stack, webhook):
                 subprocess.run([PM2, 'kill'], env=dict(os.environ, PM2_HOME=pm2_home), capture_output=True, check=False)
             sql(stack, 'postgres', 'DROP DATABASE IF EXISTS %s WITH (FORCE)' % env.db)
             _drop_bucket(stack, 'sample-app-frontend-' + env.name)
+            _remove_cron_entries(env.root)
             shutil.rmtree(env.root, ignore_errors=True)
 
 
@@ -211,6 +212,19 @@ def _continues_from(env, statuses, why):
     """The state the test before this one in its class left: its history's (kind, version, status), in order."""
     history = [(e['kind'], e['version'], e['status']) for e in env.history()]
     assert history == statuses, 'this test continues where %s ended, and that test did not get there: %r' % (why, history)
+
+
+def _crontab():
+    proc = subprocess.run(['crontab', '-l'], capture_output=True, text=True, check=False)
+    return proc.stdout.splitlines() if proc.returncode == 0 else []
+
+
+def _remove_cron_entries(root):
+    """Remove the crontab entries of the environment's apps (backend_cron_jobs), named after their deploy root."""
+    lines = _crontab()
+    kept = [line for line in lines if root not in line]
+    if kept != lines:
+        subprocess.run(['crontab', '-'], input=''.join(line + '\n' for line in kept), text=True, check=True)
 
 
 def _pm2_homes(root):
@@ -683,7 +697,12 @@ class TestAFailedMigrationThenAnInterruptedOneThenAKilledReload(object):
         # The database and the backends are this class's subject: no frontend to build and publish (the other
         # classes publish it), which spares each deployment a build and three syncs.
         env.extra['runbook_frontend'] = False
+        # Runbook 002's hourly refresh, as a cron job of the release (a schedule that never fires: 30 February).
+        env.extra['backend_cron_jobs'] = [{'name': 'refresh-views', 'schedule': '0 0 30 2 *', 'command': 'true'}]
+        cron_paused = os.path.join(env.deploy_to(), 'shared', 'cron', 'paused')
         assert env.play('deploy_staging.yml', runbook_version='v1.0.0').rc == 0
+        assert '#Ansible: runbook.deploy %s refresh-views' % env.deploy_to() in _crontab()
+        assert not os.path.exists(cron_paused)
         before = env.snapshot()
         flags_before = _flags(env)
         source = _sample_copy(tmp_path, failing_migration=True)
@@ -705,6 +724,9 @@ class TestAFailedMigrationThenAnInterruptedOneThenAKilledReload(object):
         backup = entry['backup']['s3_uri']
         bucket, key = backup[len('s3://'):].split('/', 1)
         assert _s3(env.stack).head_object(Bucket=bucket, Key=key)['ContentLength'] > 0
+        # The cron jobs stay paused like maintenance mode: the database is as the failed migration left it.
+        with open(cron_paused) as handle:
+            assert handle.read().startswith('deployment '), 'the database phase did not pause the cron jobs'
 
         refused = env.play('rollback.yml')
         assert refused.rc != 0 and 'rollback_database' in refused.output, refused
@@ -721,6 +743,9 @@ class TestAFailedMigrationThenAnInterruptedOneThenAKilledReload(object):
             t: v for t, v in before.items() if t != 'feature_flags'}
         assert _flags(env) == dict(flags_before, maintenance_mode=False), (flags_before, _flags(env))
         assert env.current() == 'v1.0.0' and env.health()['version'] == 'v1.0.0'
+        # The rollback resumed the cron jobs, v1.0.0's, once the backup was back in.
+        assert not os.path.exists(cron_paused)
+        assert '#Ansible: runbook.deploy %s refresh-views' % env.deploy_to() in _crontab()
         entry = env.history()[-1]
         assert entry['kind'] == 'rollback' and entry['status'] == 'succeeded', entry
         assert entry['rollback']['restored_from'], entry
@@ -731,6 +756,7 @@ class TestAFailedMigrationThenAnInterruptedOneThenAKilledReload(object):
         maintenance, paused = before_restore.split('TASK [Switch maintenance mode on while the database goes back]')[1] \
             .split('TASK [Pause the background sync and wait until its queue drains]')
         assert 'changed: [' in maintenance and 'TASK [runbook.deploy.flags : ' in paused, restored
+        assert 'TASK [runbook.deploy.backend : Wait for the cron jobs already running to finish]' in paused, restored
         watched = restored.output.split('TASK [Watch the release rolled back to]')[1]
         assert 'TASK [runbook.deploy.watch : Show what the watch saw per threshold]' in watched, restored
         assert '"msg": "keep after' in watched, restored

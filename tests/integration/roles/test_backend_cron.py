@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import time
 
 import pytest
@@ -32,60 +31,63 @@ def write_crontab(lines):
     subprocess.run(['crontab', '-'], input=''.join(line + '\n' for line in lines), text=True, check=True)
 
 
-@pytest.fixture(scope='module')
-def site(tmp_path_factory):
-    """Two hosts (local connections, each with its own deploy root), three versions of a tiny app, and the crontab
-    as it was, put back at the end with the foreign entries this test adds removed."""
-    tmp = tmp_path_factory.mktemp('cron-site')
-    sources = tmp / 'sources'
-    for version in ('v1', 'v2', 'v3'):
-        (sources / version / 'deploy').mkdir(parents=True)
-        (sources / version / 'VERSION').write_text(version + '\n')
-    # v3 carries its own jobs (deploy/runbook.yml), which win over the inventory's.
-    (sources / 'v3' / 'deploy' / 'runbook.yml').write_text(yaml.safe_dump({'backend_cron_jobs': [
-        {'name': 'refresh-views', 'schedule': '@hourly', 'command': 'echo "v3 refresh $(cat VERSION)" >> "$OUT"'}]}))
-    out = tmp / 'out.log'
-    hosts = {}
-    for host in ('app1', 'app2'):
-        deploy_to = tmp / host
-        (deploy_to / 'shared').mkdir(parents=True)
-        # The app's environment, as backend_env writes it (and a quoted value, as a hand-written .env has).
-        (deploy_to / 'shared' / '.env').write_text('OUT=%s\nGREETING="hello from %s"\n# a comment\nBAD-KEY=x\n'
-                                                  % (out, host))
-        hosts[host] = {'ansible_connection': 'local', 'ansible_python_interpreter': os.path.join(REPO, '.venv', 'bin', 'python'),
-                       'backend_deploy_to': str(deploy_to)}
-    inventory = tmp / 'hosts.yml'
-    inventory.write_text(yaml.safe_dump({'app_servers': {'hosts': hosts}}))
-    before = crontab()
-    write_crontab(before + FOREIGN)
-    yield dict(tmp=tmp, sources=sources, inventory=str(inventory), out=out, app1=str(tmp / 'app1'),
-               app2=str(tmp / 'app2'), before=before)
-    write_crontab([line for line in crontab() if line not in FOREIGN and str(tmp) not in line])
-
-
 JOBS_V1 = [
     {'name': 'refresh-views', 'schedule': '0 * * * *', 'command': 'echo "v1 refresh $(cat VERSION) $GREETING $(pwd -P)" >> "$OUT"'},
     {'name': 'scheduled-reports', 'schedule': '*/15 * * * *', 'command': 'echo "v1 reports $GREETING" >> "$OUT"',
      'hosts': 'all'},
 ]
-JOBS_V2 = [
-    # Same job, another command: takes effect with the switch.
-    {'name': 'refresh-views', 'schedule': '30 * * * *', 'command': 'echo "v2 refresh $(cat VERSION) $GREETING" >> "$OUT"'},
-    # scheduled-reports dropped; a new one on every host.
-    {'name': 'backlog-cleanup', 'schedule': '0 2 * * 1-5', 'command': 'echo "v2 cleanup $GREETING" >> "$OUT"', 'hosts': 'all'},
-]
+
+
+@pytest.fixture(scope='module')
+def site(tmp_path_factory):
+    """Two hosts (local connections, each with its own deploy root), two versions of a tiny app, and the crontab
+    as it was, put back at the end with the entries this test added removed."""
+    tmp = tmp_path_factory.mktemp('cron-site')
+    sources = tmp / 'sources'
+    out = tmp / 'out.log'
+    slow_flag = tmp / 'slow'
+    for version in ('v1', 'v2'):
+        (sources / version / 'deploy').mkdir(parents=True)
+        (sources / version / 'VERSION').write_text(version + '\n')
+    # v2 carries its own jobs (deploy/runbook.yml), which win over the inventory's (JOBS_V1): the same job with
+    # another command and schedule, scheduled-reports dropped, two new ones.
+    (sources / 'v2' / 'deploy' / 'runbook.yml').write_text(yaml.safe_dump({'backend_cron_jobs': [
+        {'name': 'refresh-views', 'schedule': '30 * * * *', 'command': 'echo "v2 refresh $(cat VERSION) $GREETING" >> "$OUT"'},
+        {'name': 'backlog-cleanup', 'schedule': '0 2 * * 1-5', 'command': 'echo "v2 cleanup $GREETING" >> "$OUT"',
+         'hosts': 'all'},
+        {'name': 'slow', 'schedule': '@daily',
+         'command': 'if [ -e %s ]; then sleep 4; fi; echo "slow done" >> "$OUT"' % slow_flag},
+    ]}))
+    hosts = {}
+    for host in ('app1', 'app2'):
+        deploy_to = tmp / host
+        (deploy_to / 'shared').mkdir(parents=True)
+        # The app's environment, as backend_env writes it (and a quoted value, as a hand-written .env has).
+        env_file = 'OUT=%s\nGREETING="hello from %s"\n# a comment\nBAD-KEY=x\n' % (out, host)
+        (deploy_to / 'shared' / '.env').write_text(env_file)
+        hosts[host] = {'ansible_connection': 'local', 'ansible_python_interpreter': os.path.join(REPO, '.venv', 'bin', 'python'),
+                       'backend_deploy_to': str(deploy_to)}
+    inventory = tmp / 'hosts.yml'
+    inventory.write_text(yaml.safe_dump({'app_servers': {'hosts': hosts}}))
+    write_crontab(crontab() + FOREIGN)
+    yield dict(tmp=tmp, sources=sources, inventory=str(inventory), out=out, slow_flag=slow_flag,
+               app1=str(tmp / 'app1'), app2=str(tmp / 'app2'))
+    write_crontab([line for line in crontab() if line not in FOREIGN and str(tmp) not in line])
 
 
 def play(site, tasks_from='main', check=False, limit=None, **role_vars):
+    """The backend role's entry points (space-separated, one after the other) on the site's hosts; (rc, recap, output)."""
     role_vars.setdefault('backend_app_name', 'cron-sample')
     role_vars.setdefault('backend_pm2_apps', [])
     role_vars.setdefault('backend_build_commands', [])
     role_vars.setdefault('backend_build_heartbeat', 0)
+    role_vars.setdefault('backend_cron_jobs', JOBS_V1)
     if 'backend_version' in role_vars:
         role_vars.setdefault('backend_source_dir', str(site['sources'] / role_vars['backend_version']))
     playbook = [{'name': 'backend', 'hosts': 'app_servers', 'gather_facts': False, 'tasks': [
-        {'name': 'role', 'ansible.builtin.include_role': {'name': 'runbook.deploy.backend', 'tasks_from': tasks_from},
-         'vars': role_vars}]}]
+        {'name': 'role ' + entry_point, 'ansible.builtin.include_role': {'name': 'runbook.deploy.backend',
+                                                                         'tasks_from': entry_point}, 'vars': role_vars}
+        for entry_point in tasks_from.split()]}]
     path = site['tmp'] / 'play.yml'
     path.write_text(yaml.safe_dump(playbook))
     # One fork: the two "hosts" share this machine's crontab, which ansible.builtin.cron rewrites whole.
@@ -131,7 +133,7 @@ def run_entries(site):
 
 
 def test_jobs_follow_the_release_on_every_host_and_leave_other_entries_alone(site):
-    rc, recap, out = play(site, backend_version='v1', backend_cron_jobs=JOBS_V1)
+    rc, recap, out = play(site, backend_version='v1')
     assert rc == 0, out[-5000:]
     assert our_entries(site) == {
         # hosts: one -> the play's first host only.
@@ -142,58 +144,57 @@ def test_jobs_follow_the_release_on_every_host_and_leave_other_entries_alone(sit
     assert run_entries(site) == sorted([
         'v1 refresh v1 hello from app1 %s' % os.path.realpath(site['app1'] + '/releases/v1'),
         'v1 reports hello from app1', 'v1 reports hello from app2'])
-    # The commands live in the release, not in the crontab (which holds no secret and no command).
-    assert json.loads((site['tmp'] / 'app1' / 'releases' / 'v1' / '.runbook-cron' / 'jobs.json').read_text())[0][
-        'name'] == 'refresh-views'
+    # The commands live in the release, not in the crontab (which names the job only).
+    assert [job['name'] for job in json.loads((site['tmp'] / 'app1' / 'releases' / 'v1' / '.runbook-cron' / 'jobs.json')
+                                              .read_text())] == ['refresh-views', 'scheduled-reports']
     for line in FOREIGN:
         assert line in crontab()
 
-    rc, recap, out = play(site, backend_version='v1', backend_cron_jobs=JOBS_V1)
-    assert rc == 0 and recap['app1']['changed'] == 0 and recap['app2']['changed'] == 0, out[-5000:]
+    rc, recap, out = play(site, backend_version='v1', limit='app1')
+    assert rc == 0 and recap['app1']['changed'] == 0, out[-5000:]
 
-    # v2: a changed command and schedule, a dropped job, a new one. A check run predicts and changes nothing.
-    rc, recap, out = play(site, check=True, backend_version='v2', backend_cron_jobs=JOBS_V2)
+    # v2 brings its own jobs. A check run predicts the new entry and changes nothing.
+    rc, recap, out = play(site, check=True, backend_version='v2', limit='app1')
     assert rc == 0, out[-5000:]
-    assert 'backlog-cleanup' in out and ('app2', 'scheduled-reports') in our_entries(site)
-    rc, recap, out = play(site, backend_version='v2', backend_cron_jobs=JOBS_V2)
+    assert 'changed: [app1] => (item=backlog-cleanup (0 2 * * 1-5))' in out, out[-5000:]
+    assert ('app1', 'scheduled-reports') in our_entries(site)
+    rc, recap, out = play(site, backend_version='v2')
     assert rc == 0, out[-5000:]
     assert our_entries(site) == {
         ('app1', 'refresh-views'): ('30 * * * *', site['app1'] + '/shared/cron/run-job refresh-views'),
         ('app1', 'backlog-cleanup'): ('0 2 * * 1-5', site['app1'] + '/shared/cron/run-job backlog-cleanup'),
+        ('app1', 'slow'): ('@daily', site['app1'] + '/shared/cron/run-job slow'),
         ('app2', 'backlog-cleanup'): ('0 2 * * 1-5', site['app2'] + '/shared/cron/run-job backlog-cleanup'),
     }
     assert run_entries(site) == sorted(['v2 refresh v2 hello from app1', 'v2 cleanup hello from app1',
-                                        'v2 cleanup hello from app2'])
+                                        'v2 cleanup hello from app2', 'slow done'])
     for line in FOREIGN:
         assert line in crontab()
-
     # An entry that fires in the instant between the switch and the crontab update runs the new release's job, or
     # nothing when that release no longer has it.
     assert run_as_cron(site['app2'] + '/shared/cron/run-job scheduled-reports').returncode == 0
 
 
-def test_the_database_phase_pauses_the_jobs_waits_for_a_running_one_and_the_end_resumes_them(site):
-    runner = site['app1'] + '/shared/cron/run-job'
-    # A job that is running when the pause starts: the pause waits for it to finish.
-    rc, recap, out = play(site, backend_version='v2', backend_cron_jobs=JOBS_V2 + [
-        {'name': 'slow', 'schedule': '@daily', 'command': 'sleep 4; echo "slow done" >> "$OUT"'}])
-    assert rc == 0, out[-5000:]
+def test_the_pause_waits_for_a_running_job_skips_every_run_and_the_resume_keeps_an_operators_pause(site):
+    marker = site['tmp'] / 'app1' / 'shared' / 'cron' / 'paused'
     if site['out'].exists():
         site['out'].unlink()
-    slow = subprocess.Popen(['/bin/sh', '-c', runner + ' slow'], env={'PATH': '/usr/bin:/bin'})
+    # A job that is running when the pause starts: the pause waits for it to finish.
+    site['slow_flag'].write_text('')
+    slow = subprocess.Popen(['/bin/sh', '-c', site['app1'] + '/shared/cron/run-job slow'], env={'PATH': '/usr/bin:/bin'})
     time.sleep(1)
     started = time.monotonic()
-    rc, recap, out = play(site, tasks_from='cron_pause', deployment_run_id='4242')
+    rc, recap, out = play(site, tasks_from='cron_pause', limit='app1', deployment_run_id='4242')
     waited = time.monotonic() - started
+    site['slow_flag'].unlink()
     assert rc == 0, out[-5000:]
     assert slow.poll() == 0 and 'slow done' in site['out'].read_text(), 'the pause returned before the job ended'
     assert waited >= 2, waited
-    assert (site['tmp'] / 'app1' / 'shared' / 'cron' / 'paused').read_text().startswith('deployment 4242 at ')
+    assert marker.read_text().startswith('deployment 4242 at ')
+    # Paused: every entry of the host runs and does nothing (app2's are not paused).
+    assert run_entries(site) == ['v2 cleanup hello from app2']
 
-    # Paused: every entry runs and does nothing.
-    assert run_entries(site) == []
-
-    # A job that does not end within backend_cron_pause_timeout: the run fails, saying so, the jobs stay paused.
+    # A job that does not end within backend_cron_pause_timeout: the run fails, saying so; the jobs stay paused.
     stuck = subprocess.Popen(['flock', '-s', site['app1'] + '/shared/cron/jobs.lock', 'sleep', '20'])
     try:
         time.sleep(0.5)
@@ -203,33 +204,28 @@ def test_the_database_phase_pauses_the_jobs_waits_for_a_running_one_and_the_end_
     finally:
         stuck.kill()
         stuck.wait()
-    assert (site['tmp'] / 'app1' / 'shared' / 'cron' / 'paused').exists()
+    assert marker.exists()
 
-    rc, recap, out = play(site, tasks_from='cron_resume')
-    assert rc == 0 and recap['app1']['changed'] == 1 and recap['app2']['changed'] == 1, out[-5000:]
+    rc, recap, out = play(site, tasks_from='cron_resume', limit='app1')
+    assert rc == 0 and recap['app1']['changed'] == 1, out[-5000:]
+    assert not marker.exists()
     assert 'v2 refresh v2 hello from app1' in run_entries(site)
 
-    # An operator's own pause is theirs: neither the pause nor the resume touches it.
-    operator = site['tmp'] / 'app2' / 'shared' / 'cron' / 'paused'
-    operator.write_text('operator: reports off during the audit\n')
-    for tasks_from in ('cron_pause', 'cron_resume'):
-        rc, recap, out = play(site, tasks_from=tasks_from, limit='app2')
-        assert rc == 0, out[-5000:]
-        assert operator.read_text() == 'operator: reports off during the audit\n'
-    assert run_entries(site) == sorted(['v2 refresh v2 hello from app1', 'v2 cleanup hello from app1', 'slow done'])
-    operator.unlink()
+    # An operator's own pause is theirs: neither a deployment's pause nor its resume touches it.
+    marker.write_text('operator: reports off during the audit\n')
+    rc, recap, out = play(site, tasks_from='cron_pause cron_resume', limit='app1')
+    assert rc == 0 and recap['app1']['changed'] == 0, out[-5000:]
+    assert marker.read_text() == 'operator: reports off during the audit\n'
+    assert run_entries(site) == ['v2 cleanup hello from app2']
+    marker.unlink()
 
 
-def test_a_rollback_brings_back_the_jobs_of_the_release_it_goes_back_to_and_a_release_may_carry_its_own(site):
-    # v3 names its own jobs in deploy/runbook.yml: the inventory's are not used for it.
-    rc, recap, out = play(site, backend_version='v3', backend_cron_jobs=JOBS_V2)
-    assert rc == 0, out[-5000:]
-    assert our_entries(site) == {('app1', 'refresh-views'): ('@hourly', site['app1'] + '/shared/cron/run-job refresh-views')}
-    assert run_entries(site) == ['v3 refresh v3']
-
-    rc, recap, out = play(site, tasks_from='rollback', backend_cron_jobs=JOBS_V2)
+def test_a_rollback_brings_back_the_jobs_of_the_release_it_goes_back_to(site):
+    rc, recap, out = play(site, tasks_from='rollback', limit='app1')
     assert rc == 0, out[-5000:]
     assert {key: value[0] for key, value in our_entries(site).items()} == {
-        ('app1', 'refresh-views'): '30 * * * *', ('app1', 'backlog-cleanup'): '0 2 * * 1-5',
-        ('app1', 'slow'): '@daily', ('app2', 'backlog-cleanup'): '0 2 * * 1-5'}
-    assert 'v2 refresh v2 hello from app1' in run_entries(site)
+        ('app1', 'refresh-views'): '0 * * * *', ('app1', 'scheduled-reports'): '*/15 * * * *',
+        ('app2', 'backlog-cleanup'): '0 2 * * 1-5'}
+    assert run_entries(site) == sorted([
+        'v1 refresh v1 hello from app1 %s' % os.path.realpath(site['app1'] + '/releases/v1'),
+        'v1 reports hello from app1', 'v2 cleanup hello from app2'])
