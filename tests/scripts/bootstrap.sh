@@ -15,6 +15,15 @@ command -v shellcheck >/dev/null || need+=(shellcheck)
 [[ -x /usr/lib/postgresql/15/bin/initdb ]] || need+=(postgresql-15)
 command -v pg_dump >/dev/null || need+=(postgresql-client-15)
 command -v node >/dev/null || need+=(nodejs npm)
+# crontab(1) for the backend role's cron jobs (tests/integration/roles/test_backend_cron.py): the cron package
+# alone, without the mail server it recommends; its daemon is not started (the tests run the entries themselves).
+if ! command -v crontab >/dev/null; then
+    log "installing cron (crontab)"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends cron >/dev/null 2>&1; then
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends cron >/dev/null
+    fi
+fi
 if ((${#need[@]})); then
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
