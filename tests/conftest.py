@@ -13,6 +13,7 @@ fill the gaps (longest processing time first). Within each rank the order stays 
 from __future__ import annotations
 
 import os
+import resource
 
 import pytest
 
@@ -47,3 +48,48 @@ def pytest_xdist_make_scheduler(config, log):
             return '::'.join(parts[:2]) if len(parts) > 2 else nodeid
 
     return OneTestOrOneClassScheduling(config, log)
+
+
+# CI's budget is CPU (two cores, every layer at once): beside --durations (wall time, which the other layers inflate),
+# the CPU each test cost is measured, with the processes it waited for (ansible-playbook and its modules, the Prisma
+# CLI; not the daemons it started, such as PM2's), and the most costly are listed at the end of the run.
+CPU_PROPERTY = 'cpu_seconds'
+CPU_LISTED = 25
+CPU_AT_START = pytest.StashKey[float]()
+
+
+def _cpu_seconds():
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.stash[CPU_AT_START] = _cpu_seconds()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # The teardown report is a test's last one: it carries the CPU of the setup, the call and the teardown.
+    outcome = yield
+    if call.when == 'teardown' and CPU_AT_START in item.stash:
+        outcome.get_result().user_properties.append((CPU_PROPERTY, round(_cpu_seconds() - item.stash[CPU_AT_START], 1)))
+
+
+def pytest_terminal_summary(terminalreporter):
+    costs = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, 'when', None) != 'teardown':
+                continue
+            for name, value in getattr(report, 'user_properties', ()):
+                if name == CPU_PROPERTY:
+                    costs[report.nodeid] = value
+    if not costs:
+        return
+    terminalreporter.write_sep('=', 'CPU seconds of the %d most costly tests (with the processes they waited for)'
+                               % min(CPU_LISTED, len(costs)))
+    for nodeid, value in sorted(costs.items(), key=lambda item: -item[1])[:CPU_LISTED]:
+        terminalreporter.write_line('%8.1f  %s' % (value, nodeid))
+    terminalreporter.write_line('%8.1f  all %d tests' % (sum(costs.values()), len(costs)))

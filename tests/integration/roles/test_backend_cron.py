@@ -38,7 +38,7 @@ JOBS_V1 = [
 ]
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='class')
 def site(tmp_path_factory):
     """Two hosts (local connections, each with its own deploy root), two versions of a tiny app, and the crontab
     as it was, put back at the end with the entries this test added removed."""
@@ -132,100 +132,102 @@ def run_entries(site):
     return sorted(site['out'].read_text().splitlines()) if site['out'].exists() else []
 
 
-def test_jobs_follow_the_release_on_every_host_and_leave_other_entries_alone(site):
-    rc, recap, out = play(site, backend_version='v1')
-    assert rc == 0, out[-5000:]
-    assert our_entries(site) == {
-        # hosts: one -> the play's first host only.
-        ('app1', 'refresh-views'): ('0 * * * *', site['app1'] + '/shared/cron/run-job refresh-views'),
-        ('app1', 'scheduled-reports'): ('*/15 * * * *', site['app1'] + '/shared/cron/run-job scheduled-reports'),
-        ('app2', 'scheduled-reports'): ('*/15 * * * *', site['app2'] + '/shared/cron/run-job scheduled-reports'),
-    }
-    assert run_entries(site) == sorted([
-        'v1 refresh v1 hello from app1 %s' % os.path.realpath(site['app1'] + '/releases/v1'),
-        'v1 reports hello from app1', 'v1 reports hello from app2'])
-    # The commands live in the release, not in the crontab (which names the job only).
-    assert [job['name'] for job in json.loads((site['tmp'] / 'app1' / 'releases' / 'v1' / '.runbook-cron' / 'jobs.json')
-                                              .read_text())] == ['refresh-views', 'scheduled-reports']
-    for line in FOREIGN:
-        assert line in crontab()
+class TestCronJobsOfOneSite(object):
+    """The tests continue from one another (one site, v1 then v2, a pause, a rollback): one unit for the scheduler
+    of tests/conftest.py, which keeps a class's tests on one worker, in order."""
 
-    rc, recap, out = play(site, backend_version='v1', limit='app1')
-    assert rc == 0 and recap['app1']['changed'] == 0, out[-5000:]
+    def test_jobs_follow_the_release_on_every_host_and_leave_other_entries_alone(self, site):
+        rc, recap, out = play(site, backend_version='v1')
+        assert rc == 0, out[-5000:]
+        assert our_entries(site) == {
+            # hosts: one -> the play's first host only.
+            ('app1', 'refresh-views'): ('0 * * * *', site['app1'] + '/shared/cron/run-job refresh-views'),
+            ('app1', 'scheduled-reports'): ('*/15 * * * *', site['app1'] + '/shared/cron/run-job scheduled-reports'),
+            ('app2', 'scheduled-reports'): ('*/15 * * * *', site['app2'] + '/shared/cron/run-job scheduled-reports'),
+        }
+        assert run_entries(site) == sorted([
+            'v1 refresh v1 hello from app1 %s' % os.path.realpath(site['app1'] + '/releases/v1'),
+            'v1 reports hello from app1', 'v1 reports hello from app2'])
+        # The commands live in the release, not in the crontab (which names the job only).
+        assert [job['name'] for job in json.loads((site['tmp'] / 'app1' / 'releases' / 'v1' / '.runbook-cron' / 'jobs.json')
+                                                  .read_text())] == ['refresh-views', 'scheduled-reports']
+        for line in FOREIGN:
+            assert line in crontab()
 
-    # v2 brings its own jobs. A check run predicts the new entry and changes nothing.
-    rc, recap, out = play(site, check=True, backend_version='v2', limit='app1')
-    assert rc == 0, out[-5000:]
-    assert 'changed: [app1] => (item=backlog-cleanup (0 2 * * 1-5))' in out, out[-5000:]
-    assert ('app1', 'scheduled-reports') in our_entries(site)
-    rc, recap, out = play(site, backend_version='v2')
-    assert rc == 0, out[-5000:]
-    assert our_entries(site) == {
-        ('app1', 'refresh-views'): ('30 * * * *', site['app1'] + '/shared/cron/run-job refresh-views'),
-        ('app1', 'backlog-cleanup'): ('0 2 * * 1-5', site['app1'] + '/shared/cron/run-job backlog-cleanup'),
-        ('app1', 'slow'): ('@daily', site['app1'] + '/shared/cron/run-job slow'),
-        ('app2', 'backlog-cleanup'): ('0 2 * * 1-5', site['app2'] + '/shared/cron/run-job backlog-cleanup'),
-    }
-    assert run_entries(site) == sorted(['v2 refresh v2 hello from app1', 'v2 cleanup hello from app1',
-                                        'v2 cleanup hello from app2', 'slow done'])
-    for line in FOREIGN:
-        assert line in crontab()
-    # An entry that fires in the instant between the switch and the crontab update runs the new release's job, or
-    # nothing when that release no longer has it.
-    assert run_as_cron(site['app2'] + '/shared/cron/run-job scheduled-reports').returncode == 0
+        rc, recap, out = play(site, backend_version='v1', limit='app1')
+        assert rc == 0 and recap['app1']['changed'] == 0, out[-5000:]
 
+        # v2 brings its own jobs. A check run predicts the new entry and changes nothing.
+        rc, recap, out = play(site, check=True, backend_version='v2', limit='app1')
+        assert rc == 0, out[-5000:]
+        assert 'changed: [app1] => (item=backlog-cleanup (0 2 * * 1-5))' in out, out[-5000:]
+        assert ('app1', 'scheduled-reports') in our_entries(site)
+        rc, recap, out = play(site, backend_version='v2')
+        assert rc == 0, out[-5000:]
+        assert our_entries(site) == {
+            ('app1', 'refresh-views'): ('30 * * * *', site['app1'] + '/shared/cron/run-job refresh-views'),
+            ('app1', 'backlog-cleanup'): ('0 2 * * 1-5', site['app1'] + '/shared/cron/run-job backlog-cleanup'),
+            ('app1', 'slow'): ('@daily', site['app1'] + '/shared/cron/run-job slow'),
+            ('app2', 'backlog-cleanup'): ('0 2 * * 1-5', site['app2'] + '/shared/cron/run-job backlog-cleanup'),
+        }
+        assert run_entries(site) == sorted(['v2 refresh v2 hello from app1', 'v2 cleanup hello from app1',
+                                            'v2 cleanup hello from app2', 'slow done'])
+        for line in FOREIGN:
+            assert line in crontab()
+        # An entry that fires in the instant between the switch and the crontab update runs the new release's job, or
+        # nothing when that release no longer has it.
+        assert run_as_cron(site['app2'] + '/shared/cron/run-job scheduled-reports').returncode == 0
 
-def test_the_pause_waits_for_a_running_job_skips_every_run_and_the_resume_keeps_an_operators_pause(site):
-    marker = site['tmp'] / 'app1' / 'shared' / 'cron' / 'paused'
-    if site['out'].exists():
-        site['out'].unlink()
-    # A job that is running when the pause starts: the pause waits for it to finish.
-    site['slow_flag'].write_text('')
-    slow = subprocess.Popen(['/bin/sh', '-c', site['app1'] + '/shared/cron/run-job slow'], env={'PATH': '/usr/bin:/bin'})
-    time.sleep(1)
-    started = time.monotonic()
-    rc, recap, out = play(site, tasks_from='cron_pause', limit='app1', deployment_run_id='4242')
-    waited = time.monotonic() - started
-    site['slow_flag'].unlink()
-    assert rc == 0, out[-5000:]
-    assert slow.poll() == 0 and 'slow done' in site['out'].read_text(), 'the pause returned before the job ended'
-    assert waited >= 2, waited
-    assert marker.read_text().startswith('deployment 4242 at ')
-    # Paused: every entry of the host runs and does nothing (app2's are not paused).
-    assert run_entries(site) == ['v2 cleanup hello from app2']
+    def test_the_pause_waits_for_a_running_job_skips_every_run_and_the_resume_keeps_an_operators_pause(self, site):
+        marker = site['tmp'] / 'app1' / 'shared' / 'cron' / 'paused'
+        if site['out'].exists():
+            site['out'].unlink()
+        # A job that is running when the pause starts: the pause waits for it to finish.
+        site['slow_flag'].write_text('')
+        slow = subprocess.Popen(['/bin/sh', '-c', site['app1'] + '/shared/cron/run-job slow'], env={'PATH': '/usr/bin:/bin'})
+        time.sleep(1)
+        started = time.monotonic()
+        rc, recap, out = play(site, tasks_from='cron_pause', limit='app1', deployment_run_id='4242')
+        waited = time.monotonic() - started
+        site['slow_flag'].unlink()
+        assert rc == 0, out[-5000:]
+        assert slow.poll() == 0 and 'slow done' in site['out'].read_text(), 'the pause returned before the job ended'
+        assert waited >= 2, waited
+        assert marker.read_text().startswith('deployment 4242 at ')
+        # Paused: every entry of the host runs and does nothing (app2's are not paused).
+        assert run_entries(site) == ['v2 cleanup hello from app2']
 
-    # A job that does not end within backend_cron_pause_timeout: the run fails, saying so; the jobs stay paused.
-    stuck = subprocess.Popen(['flock', '-s', site['app1'] + '/shared/cron/jobs.lock', 'sleep', '20'])
-    try:
-        time.sleep(0.5)
-        rc, recap, out = play(site, tasks_from='cron_pause', limit='app1', backend_cron_pause_timeout=1)
-        assert rc != 0 and 'still runs after 1 s (backend_cron_pause_timeout)' in out, out[-5000:]
-        assert 'no migration has run' in out
-    finally:
-        stuck.kill()
-        stuck.wait()
-    assert marker.exists()
+        # A job that does not end within backend_cron_pause_timeout: the run fails, saying so; the jobs stay paused.
+        stuck = subprocess.Popen(['flock', '-s', site['app1'] + '/shared/cron/jobs.lock', 'sleep', '20'])
+        try:
+            time.sleep(0.5)
+            rc, recap, out = play(site, tasks_from='cron_pause', limit='app1', backend_cron_pause_timeout=1)
+            assert rc != 0 and 'still runs after 1 s (backend_cron_pause_timeout)' in out, out[-5000:]
+            assert 'no migration has run' in out
+        finally:
+            stuck.kill()
+            stuck.wait()
+        assert marker.exists()
 
-    rc, recap, out = play(site, tasks_from='cron_resume', limit='app1')
-    assert rc == 0 and recap['app1']['changed'] == 1, out[-5000:]
-    assert not marker.exists()
-    assert 'v2 refresh v2 hello from app1' in run_entries(site)
+        rc, recap, out = play(site, tasks_from='cron_resume', limit='app1')
+        assert rc == 0 and recap['app1']['changed'] == 1, out[-5000:]
+        assert not marker.exists()
+        assert 'v2 refresh v2 hello from app1' in run_entries(site)
 
-    # An operator's own pause is theirs: neither a deployment's pause nor its resume touches it.
-    marker.write_text('operator: reports off during the audit\n')
-    rc, recap, out = play(site, tasks_from='cron_pause cron_resume', limit='app1')
-    assert rc == 0 and recap['app1']['changed'] == 0, out[-5000:]
-    assert marker.read_text() == 'operator: reports off during the audit\n'
-    assert run_entries(site) == ['v2 cleanup hello from app2']
-    marker.unlink()
+        # An operator's own pause is theirs: neither a deployment's pause nor its resume touches it.
+        marker.write_text('operator: reports off during the audit\n')
+        rc, recap, out = play(site, tasks_from='cron_pause cron_resume', limit='app1')
+        assert rc == 0 and recap['app1']['changed'] == 0, out[-5000:]
+        assert marker.read_text() == 'operator: reports off during the audit\n'
+        assert run_entries(site) == ['v2 cleanup hello from app2']
+        marker.unlink()
 
-
-def test_a_rollback_brings_back_the_jobs_of_the_release_it_goes_back_to(site):
-    rc, recap, out = play(site, tasks_from='rollback', limit='app1')
-    assert rc == 0, out[-5000:]
-    assert {key: value[0] for key, value in our_entries(site).items()} == {
-        ('app1', 'refresh-views'): '0 * * * *', ('app1', 'scheduled-reports'): '*/15 * * * *',
-        ('app2', 'backlog-cleanup'): '0 2 * * 1-5'}
-    assert run_entries(site) == sorted([
-        'v1 refresh v1 hello from app1 %s' % os.path.realpath(site['app1'] + '/releases/v1'),
-        'v1 reports hello from app1', 'v2 cleanup hello from app2'])
+    def test_a_rollback_brings_back_the_jobs_of_the_release_it_goes_back_to(self, site):
+        rc, recap, out = play(site, tasks_from='rollback', limit='app1')
+        assert rc == 0, out[-5000:]
+        assert {key: value[0] for key, value in our_entries(site).items()} == {
+            ('app1', 'refresh-views'): '0 * * * *', ('app1', 'scheduled-reports'): '*/15 * * * *',
+            ('app2', 'backlog-cleanup'): '0 2 * * 1-5'}
+        assert run_entries(site) == sorted([
+            'v1 refresh v1 hello from app1 %s' % os.path.realpath(site['app1'] + '/releases/v1'),
+            'v1 reports hello from app1', 'v2 cleanup hello from app2'])
