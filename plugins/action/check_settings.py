@@ -19,6 +19,7 @@ from ansible.plugins.action import ActionBase
 from ansible.plugins.loader import lookup_loader
 
 from ansible_collections.runbook.deploy.plugins.module_utils.cron import job_problems
+from ansible_collections.runbook.deploy.plugins.module_utils.hooks import hook_problems
 
 ROLES = ('backend', 'backup', 'deployment', 'flags', 'frontend', 'migrate', 'notify', 'preflight', 'rollback', 'smoke',
          'watch')
@@ -41,6 +42,7 @@ RELEASE_SETTINGS = {
 # specification found nothing wrong with that setting.
 VALUE_CHECKS = {
     'backend_cron_jobs': job_problems,
+    'deployment_hooks': hook_problems,
 }
 # runbook_flag_rollouts is read by playbooks/deploy.yml, not by a role: its spec is here.
 PLAYBOOK_OPTIONS = {

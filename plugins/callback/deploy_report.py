@@ -92,7 +92,7 @@ REDACTED = '***'
 FACTS = ('runbook_run_id', 'runbook_started_epoch', 'runbook_kind', 'runbook_already_deployed', 'deployment_phases',
          'deployment_outcome', 'deployment_run_failure', 'deployment_previous_version', 'deployment_history_entry',
          'deployment_report', 'backup_taken', 'migrate_result', 'watch_result', 'rollback_result', 'preflight_report',
-         'flags_changed', 'frontend_verified')
+         'flags_changed', 'frontend_verified', 'deployment_hooks_run')
 SMOKE_ACTIONS = ('runbook.deploy.smoke_test', 'smoke_test')
 # The phases a run marks, in the runbook's order; the report adds 'check' (before the first) and 'finish' (after the last).
 PHASE_ORDER = ('check', 'adopt', 'build', 'database', 'backends', 'release', 'rollback', 'finish')
@@ -286,6 +286,8 @@ def build_record(facts, tasks, smoke, meta, secrets=()):
         'watch': facts.get('watch_result'),
         # Whether the site's public URL served the build published (frontend_verify_url).
         'frontend_verified': facts.get('frontend_verified'),
+        # The project's own scripts the hooks ran (deployment_hooks), in order, with the end of their output.
+        'hooks': facts.get('deployment_hooks_run') or [],
         'preflight': facts.get('preflight_report'),
         'flags_changed': facts.get('flags_changed') or [],
         'changed': [{'host': t['host'], 'play': t['play'], 'task': t['task'], 'action': t['action']}
@@ -440,6 +442,13 @@ def sections(record):
                     ('Item', 'Value'), [('URL', verified.get('url')), ('Version', verified.get('version')),
                                         ('Serves that build', 'yes' if verified.get('serves_build') else 'no'),
                                         ('Last answer', 'HTTP %s' % verified.get('status'))]))
+    hooks = record.get('hooks') or []
+    if hooks:
+        out.append(('Your scripts', 'The commands of deployment_hooks, in the order they ran, with the end of their output.',
+                    ('Hook', 'Host', 'Command', 'Result', 'Seconds', 'Output'),
+                    [(h.get('hook'), h.get('host'), h.get('name'),
+                      'timed out' if h.get('timed_out') else ('ok' if h.get('rc') == 0 else 'exit %s' % h.get('rc')),
+                      h.get('seconds'), ' | '.join(h.get('output') or [])) for h in hooks]))
     approvals = record.get('approvals') or []
     if approvals:
         out.append(('Sign-offs', 'Each role that signed the deployment off, and who (runbook_approvals).',

@@ -23,7 +23,8 @@ description:
   - A variable whose value cannot be evaluated (it names an undefined variable, a vault secret cannot be
     decrypted) is a problem too. Values of options marked C(no_log) never appear in messages or results.
   - Beyond its type, C(backend_cron_jobs) is checked job by job (the name, the five crontab fields of the
-    schedule and their bounds, an empty command, two jobs of one name), in the inventory and in a release's settings.
+    schedule and their bounds, an empty command, two jobs of one name), in the inventory and in a release's settings,
+    and C(deployment_hooks) hook point by hook point (a misspelt hook point or key, an empty command, a bad timeout).
   - Required options are not checked here (the collection's playbooks pass them when they include a role).
 options:
   roles:

@@ -282,6 +282,10 @@ def history_bucket(stack):
     _drop_bucket(stack, bucket)
 
 
+DEPLOY_HOOK_POINTS = ('before_build', 'after_build', 'before_database', 'after_database', 'before_backends',
+                      'after_backends', 'before_release', 'after_release')
+
+
 def _check_success_report(env, entry, result, elapsed, history_bucket):
     """The deploy_report callback's record of a successful first deployment: numbers that add up, and no secret."""
     record = report_of(entry)
@@ -573,6 +577,11 @@ class TestAStagingDeploymentThenACheckRunThenTheRunItPredicted(object):
         env = shared_env
         env.callbacks = CALLBACK
         extra = dict(history_bucket, **secret_extra_vars(env.webhook.url))
+        # The project's own scripts at every phase boundary (runbook 000's npm run smoke:staging, 004's
+        # validate:data-integrity), here each noting where it ran.
+        hooks_ran = os.path.join(env.root, 'hooks.log')
+        extra['deployment_hooks'] = {point: ['echo "$RUNBOOK_HOOK $RUNBOOK_VERSION $(basename $(pwd -P))" >> %s' % hooks_ran]
+                                     for point in DEPLOY_HOOK_POINTS}
         began = time.monotonic()
         first, second = env.play_while_locked(
             'deploy_staging.yml', lambda: env.play('deploy_staging.yml', runbook_version='v1.0.0', **extra),
@@ -606,10 +615,19 @@ class TestAStagingDeploymentThenACheckRunThenTheRunItPredicted(object):
         texts = [m.get('text', '') for m in messages(env.webhook)]
         assert any('v1.0.0' in t for t in texts), texts
         _check_success_report(env, entry, first, elapsed, history_bucket)
+        # Each hook once, in the runbook's order; in the source before the build, in the release after it.
+        with open(hooks_ran) as handle:
+            assert handle.read().splitlines() == ['%s v1.0.0 %s' % (point, 'backend' if point == 'before_build' else 'v1.0.0')
+                                                  for point in DEPLOY_HOOK_POINTS]
+        assert [(h['hook'], h['host'], h['rc']) for h in report_of(entry)['hooks']] == [
+            (point, 'app1', 0) for point in DEPLOY_HOOK_POINTS]
 
         again = env.play('deploy_staging.yml', runbook_version='v1.0.0', **extra)
         assert again.rc == 0, again
         assert again.recap()['app1']['changed'] == 0, again
+        # A re-run of a finished deployment runs no hook.
+        with open(hooks_ran) as handle:
+            assert len(handle.read().splitlines()) == len(DEPLOY_HOOK_POINTS)
         assert env.history()[-1]['status'] == 'succeeded'
         # The second run has its own report; the two never share a file.
         assert env.history()[-1]['report']['json'] != entry['report']['json']

@@ -171,3 +171,14 @@ def test_a_cron_job_crontab_would_refuse_is_found_in_the_check_phase_in_the_inve
         run = subprocess.run([os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', str(inventory), str(playbook),
                               '-e', '@%s' % extra], capture_output=True, text=True, check=False, timeout=180)
         assert verdict in run.stdout, run.stdout[-4000:] + run.stderr[-2000:]
+
+
+def test_a_misspelt_hook_point_is_found_in_the_check_phase(tmp_path):
+    """deployment_hooks: a hook point the playbooks never reach (after_relase) would never run its script."""
+    run = check(tmp_path, dict(GOOD, deployment_hooks={'after_relase': ['npm run smoke:staging'],
+                                                       'after_database': [{'command': 'npm run validate', 'timout': 60}]}))
+    output = run.stdout + run.stderr
+    assert run.returncode != 0 and 'CHECK PASSED' not in run.stdout, output[-4000:]
+    assert '2 problem(s) in the settings of app1' in output, output[-4000:]
+    assert 'deployment_hooks (role deployment): after_relase is not a hook point (before_build, after_build' in output
+    assert 'deployment_hooks (role deployment): after_database[0]: unknown key timout' in output
