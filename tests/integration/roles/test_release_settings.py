@@ -97,7 +97,7 @@ def test_the_release_checks_what_it_has_and_a_release_without_the_file_gets_the_
 @pytest.mark.parametrize('text, expected', [
     (yaml.safe_dump({'backup_s3_bucket': 'elsewhere', 'smoke_checks': {'name': 'health'},
                      'runbook_flag_rollouts': [{'steps': [10]}]}),
-     ['3 problem(s)', '(1) backup_s3_bucket cannot be set by a release (it may set migrate_verify_columns, ',
+     ['3 problem(s)', '(1) backup_s3_bucket cannot be set by a release (it may set backend_cron_jobs, migrate_verify_columns, ',
       "argument 'smoke_checks' is of type dict and we were unable to convert to list",
       'missing required arguments: name found in runbook_flag_rollouts']),
     ('smoke_checks: [unclosed\n', ['1 problem(s)', '(1) it is not valid YAML']),
