@@ -46,8 +46,8 @@ def hook_problems(hooks):
                 continue
             unknown = sorted(set(entry) - set(COMMAND_KEYS), key=str)
             if unknown:
-                problems.append('%s: unknown key %s (a command has %s)' % (label, ', '.join(map(str, unknown)),
-                                                                        ', '.join(COMMAND_KEYS)))
+                problems.append('%s: unknown key %s (a command has %s)'
+                                % (label, ', '.join(map(str, unknown)), ', '.join(COMMAND_KEYS)))
             if not isinstance(entry.get('command'), str) or not entry['command'].strip():
                 problems.append('%s: command is empty' % label)
             timeout = entry.get('timeout', DEFAULT_TIMEOUT)
