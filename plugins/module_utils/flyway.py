@@ -24,15 +24,20 @@ import json
 import os
 import re
 
+try:
+    from urllib.parse import unquote
+except ImportError:  # pragma: no cover - Python 2 is not supported
+    pass
+
 from ansible_collections.runbook.deploy.plugins.module_utils import postgres as pg
 
 COMMANDS = ('info', 'migrate', 'validate', 'repair', 'baseline', 'undo')
 # Flags the module sets itself (from options); extra_args may not set them. Secrets must never be on argv.
 RESERVED_FLAGS = {
-    'url': 'url', 'user': 'user', 'password': 'password', 'outputType': None, 'outputFile': None,
+    'url': 'db_url', 'user': 'login_user', 'password': 'login_password', 'outputType': None, 'outputFile': None,
     'configFiles': 'config_files', 'configFile': 'config_files', 'locations': 'locations', 'schemas': 'schemas',
     'target': 'target', 'baselineVersion': 'baseline_version', 'workingDirectory': 'working_dir',
-    'dryRunOutput': None, 'jdbcProperties.password': 'password',
+    'dryRunOutput': None, 'jdbcProperties.password': 'login_password',
 }
 FAILED_STATES = ('Failed', 'Failed (Missing)', 'Failed (Future)')
 APPLIED_STATES = ('Success', 'Baseline', 'Out of Order', 'Outdated', 'Future', 'Missing', 'Superseded')
@@ -144,7 +149,7 @@ def check_extra_args(extra_args):
             option = RESERVED_FLAGS.get(key)
             raise FlywayError("extra_args must not set -%s%s" % (
                 key, ': use the %s option instead%s' % (option, ' (secrets go through the environment, never the command '
-                                                                'line)' if option in ('password', 'user', 'url') else '')
+                                                                'line)' if option in ('login_password', 'login_user', 'db_url') else '')
                 if option else ': the module sets it'))
 
 
@@ -378,3 +383,198 @@ def predict_repair(validation, info):
         elif item['code'] in ('APPLIED_VERSIONED_MIGRATION_NOT_RESOLVED', 'APPLIED_REPEATABLE_MIGRATION_NOT_RESOLVED'):
             deleted.append(entry)
     return dict(actions=[], removed=removed, deleted=deleted, aligned=aligned, warnings=[])
+
+
+# -- connection options shared with prisma_migrate ----------------------------------------------------------
+# JDBC query parameters that name a libpq keyword; the others (ssl, currentSchema, ApplicationName, ...) only
+# concern the JDBC driver and stay in the URL handed to Flyway.
+_JDBC_TO_LIBPQ = {'user': 'user', 'password': 'password', 'sslmode': 'sslmode', 'sslrootcert': 'sslrootcert',
+                  'connectTimeout': 'connect_timeout'}
+
+
+def conn_from_jdbc(url):
+    """libpq keywords from a jdbc:postgresql://host:port/database?user=..&password=.. URL (None for other databases)."""
+    if not url.startswith('jdbc:postgresql:'):
+        return None
+    rest = url[len('jdbc:'):]
+    if not rest.startswith('postgresql://'):
+        raise FlywayError('url: jdbc:postgresql URLs without a host (jdbc:postgresql:database) are not supported; '
+                          'write jdbc:postgresql://host:port/database')
+    try:
+        conn = pg.parse_db_url(rest.split('?', 1)[0])
+    except pg.PostgresError as exc:
+        raise FlywayError('url: %s' % str(exc).replace('db_url', 'url'))
+    query = rest.split('?', 1)[1] if '?' in rest else ''
+    for pair in query.split('&'):
+        key, dummy, value = pair.partition('=')
+        if key in _JDBC_TO_LIBPQ and value:
+            conn[_JDBC_TO_LIBPQ[key]] = unquote(value)
+    return conn
+
+
+def connection_settings(params):
+    """(JDBC URL for FLYWAY_URL or None, libpq keywords or None) from the options prisma_migrate also has:
+    db_url (a JDBC or postgres:// URL, alias url), login_host, login_port, login_user (alias user),
+    login_password (alias password), db, ssl_mode, ca_cert, connect_timeout. Explicit options override the URL."""
+    url = params.get('db_url')
+    jdbc, conn = None, {}
+    if url:
+        jdbc, url_user, url_password = jdbc_from_url(url)
+        conn = (conn_from_jdbc(jdbc) if url.startswith('jdbc:') else pg.parse_db_url(url)) or {}
+        if not url.startswith('jdbc:'):
+            conn.update(dict((k, v) for k, v in (('user', url_user), ('password', url_password)) if v))
+    if params.get('login_unix_socket'):
+        raise FlywayError('login_unix_socket: Flyway (JDBC) reaches PostgreSQL over TCP only; set login_host')
+    explicit = dict(host=params.get('login_host'), port=params.get('login_port'), dbname=params.get('db'),
+                    user=params.get('login_user'), password=params.get('login_password'),
+                    sslmode=params.get('ssl_mode'), sslrootcert=params.get('ca_cert'))
+    where = dict((k, v) for k, v in explicit.items() if k in ('host', 'port', 'dbname', 'sslmode', 'sslrootcert')
+                 and v not in (None, ''))
+    conn.update(dict((k, v) for k, v in explicit.items() if v not in (None, '')))
+    # A user and password alone leave the database to Flyway's configuration files (flyway.url).
+    if where:
+        if not conn.get('dbname'):
+            raise FlywayError('no database given: set db (with login_host and login_port), or db_url '
+                              '(jdbc:postgresql://host:port/database or postgres://...)')
+        host = conn.get('host') or 'localhost'
+        query = ['%s=%s' % (key, conn[key]) for key in ('sslmode', 'sslrootcert') if conn.get(key)]
+        jdbc = 'jdbc:postgresql://%s:%s/%s%s' % ('[%s]' % host if ':' in host else host, conn.get('port') or 5432,
+                                                 conn['dbname'], '?' + '&'.join(query) if query else '')
+    if conn and params.get('connect_timeout'):
+        conn['connect_timeout'] = params['connect_timeout']
+    return jdbc, (conn or None)
+
+
+def read_config_files(paths):
+    """The flyway.* settings of Flyway .conf files (Java properties: key=value, # and ! comments), later files win.
+    Read for the down path, which connects itself; Flyway reads the files for its own commands."""
+    settings = {}
+    for path in paths:
+        if path.endswith('.toml'):
+            raise FlywayError("config_files: %s is TOML; the down path (state=rolled_back) reads .conf files only, so "
+                              'give the database with db_url or login_host, db, login_user and login_password' % path)
+        with open(path, 'rb') as handle:
+            for raw in handle.read().decode('utf-8').splitlines():
+                line = raw.strip()
+                if not line or line[0] in '#!' or '=' not in line:
+                    continue
+                key, value = [part.strip() for part in line.split('=', 1)]
+                if key.startswith('flyway.'):
+                    settings[key[len('flyway.'):]] = value
+    return settings
+
+
+# -- the down path (state=rolled_back): Flyway's history and the project's rollback scripts -------------------
+# Flyway's PostgreSQL migration lock (PostgreSQLAdvisoryLockTemplate): this constant plus the Java hashCode of
+# the quoted history table, "schema"."table". Holding it makes a concurrent `flyway migrate` wait for us.
+LOCK_MAGIC_NUM = 77431708279161
+HISTORY_TABLE = 'flyway_schema_history'
+# Down scripts: Flyway's undo naming U<version>__<description>.sql (in the migration locations or the down scripts
+# folder) and, in the down scripts folder only, names that carry V<version> such as runbook 002's
+# rollback_V3_013.sql or V3_013__rollback.sql.
+UNDO_SCRIPT_RE = re.compile(r'^U(?P<version>\d+(?:[._]\d+)*)__.*\.sql$', re.I)
+ROLLBACK_SCRIPT_RE = re.compile(r'(?:^|[_\-.])V(?P<version>\d+(?:[._]\d+)*)(?:__.*)?\.sql$', re.I)
+
+
+def java_hash(text):
+    """Java's String.hashCode (UTF-16 code units, signed 32-bit)."""
+    value = 0
+    encoded = text.encode('utf-16-be')
+    for index in range(0, len(encoded), 2):
+        value = (31 * value + (encoded[index] << 8 | encoded[index + 1])) & 0xFFFFFFFF
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+def lock_key(schema, table):
+    return LOCK_MAGIC_NUM + java_hash('"%s"."%s"' % (schema, table))
+
+
+def version_key(version):
+    """Flyway compares versions part by part as numbers, trailing zeros ignored: 3.013 == 3.13, 1.0 == 1."""
+    parts = [int(part) for part in re.split(r'[._]', str(version).strip().lstrip('Vv'))]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+def down_scripts_in(directory, undo_only):
+    """{version key: [paths]} of the down scripts in directory (subfolders too, as Flyway scans locations)."""
+    found = {}
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+        for name in sorted(files):
+            match = UNDO_SCRIPT_RE.match(name) or (None if undo_only else ROLLBACK_SCRIPT_RE.search(name))
+            if match:
+                found.setdefault(version_key(match.group('version')), []).append(os.path.join(root, name))
+    return found
+
+
+def read_history(connection, schema, table):
+    """The history rows, oldest first; None when the table does not exist."""
+    exists = pg.query_all(connection, 'SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s',
+                          (schema, table))
+    if not exists:
+        return None
+    rows = pg.query_all(connection, 'SELECT installed_rank, version, description, type, script, success FROM %s '
+                        'ORDER BY installed_rank' % pg.qualified(connection, schema, table))
+    return [dict(installed_rank=r[0], version=r[1], description=r[2], type=r[3], script=r[4], success=r[5])
+            for r in rows]
+
+
+def applied_versioned(rows):
+    """The versioned migrations the history records as applied, in the order they were applied. A Teams undo
+    (an UNDO_* row) takes its version out again; baselines and the schema-creation marker are not migrations."""
+    applied = []
+    for row in rows:
+        if not row['version'] or not row['success'] or row['type'] in ('BASELINE', 'SCHEMA'):
+            continue
+        if row['type'].startswith('UNDO'):
+            applied = [a for a in applied if version_key(a['version']) != version_key(row['version'])]
+        else:
+            applied.append(row)
+    return applied
+
+
+def select_rollback(rows, target=None, steps=None, migration=None):
+    """The applied versioned migrations to roll back, newest (last applied) first: those above target, the newest
+    steps, or migration (a version or script name) and every one applied after it."""
+    newest_first = list(reversed(applied_versioned(rows)))
+    if steps is not None:
+        if steps < 1:
+            raise FlywayError('steps must be 1 or more')
+        return newest_first[:steps]
+    if migration is not None:
+        key = migration if migration.lower().endswith('.sql') else version_key(normalize_target(migration))
+        for index, row in enumerate(newest_first):
+            if row['script'] == key or (not isinstance(key, str) and version_key(row['version']) == key):
+                return newest_first[:index + 1]
+        return []
+    bound = version_key(target)
+    return [row for row in newest_first if version_key(row['version']) > bound]
+
+
+def known_versions(rows, local_versions):
+    """Every version the history or the migration files know (for telling a typo from a real boundary)."""
+    known = set(version_key(r['version']) for r in rows if r['version'])
+    known.update(version_key(v) for v in local_versions)
+    return known
+
+
+def local_versions(directories):
+    """Versions of the V<version>__*.sql files in the migration locations."""
+    versions = []
+    for directory in directories:
+        for dummy_root, dirs, files in os.walk(directory):
+            dirs[:] = [d for d in dirs if not d.startswith('.')]
+            for name in files:
+                match = re.match(r'^V(\d+(?:[._]\d+)*)__.*\.sql$', name, re.I)
+                if match:
+                    versions.append(match.group(1))
+    return versions
+
+
+def current_version(rows):
+    """The schema version the history records: the highest applied versioned migration or baseline."""
+    versions = [r['version'] for r in applied_versioned(rows)]
+    versions += [r['version'] for r in rows if r['type'] == 'BASELINE' and r['success'] and r['version']]
+    return max(versions, key=version_key) if versions else None

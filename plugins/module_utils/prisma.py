@@ -31,6 +31,7 @@ try:
 except ImportError:  # pragma: no cover - Python 2 is not supported
     pass
 
+from ansible_collections.runbook.deploy.plugins.module_utils import down_migrations as down
 from ansible_collections.runbook.deploy.plugins.module_utils import postgres as pg
 from ansible_collections.runbook.deploy.plugins.module_utils.command import PrivateWorkspace, describe_rc, find_tool
 
@@ -641,63 +642,36 @@ class PrismaCli(PrismaEngine):
 
 
 # -- the down path and direct table updates, under Prisma's advisory lock -----------------------
-class MigrationLock(object):
+class MigrationLock(down.AdvisoryLock):
     """Hold Prisma's migration advisory lock on a connection; wait at most ``wait`` seconds for it."""
 
     def __init__(self, connection_, wait):
-        self.connection = connection_
-        self.wait = wait
+        super(MigrationLock, self).__init__(
+            connection_, ADVISORY_LOCK_KEY, wait,
+            ('another migration run holds the Prisma migration lock',
+             'wait for it (prisma migrate deploy) to finish, or raise timeout'))
 
     def __enter__(self):
-        deadline = time.time() + self.wait if self.wait else None  # 0 or None: no limit
-        while True:
-            if pg.query_all(self.connection, 'SELECT pg_try_advisory_lock(%s)', (ADVISORY_LOCK_KEY,))[0][0]:
-                return self
-            if deadline is not None and time.time() >= deadline:
-                raise PrismaError('another migration run holds the Prisma migration lock (pg_advisory_lock(%d)) '
-                                  'after %s seconds; wait for it (prisma migrate deploy) to finish, or raise timeout'
-                                  % (ADVISORY_LOCK_KEY, self.wait))
-            time.sleep(0.5)
-
-    def __exit__(self, *exc):
         try:
-            if not self.connection.closed:
-                self.connection.rollback()
-                self.connection.autocommit = True
-                pg.query_all(self.connection, 'SELECT pg_advisory_unlock(%s)', (ADVISORY_LOCK_KEY,))
-        except Exception:  # pylint: disable=broad-except
-            pass  # closing the connection releases the lock anyway
-        return False
+            return super(MigrationLock, self).__enter__()
+        except down.DownMigrationError as exc:
+            raise PrismaError(str(exc))
 
 
-def pg_message(exc):
-    text = (getattr(exc, 'pgerror', None) or str(exc)).strip()
-    code = getattr(exc, 'pgcode', None)
-    return ('%s (SQLSTATE %s)' % (' '.join(text.split()), code)) if code else ' '.join(text.split())
+pg_message = down.pg_message
 
 
 def roll_back_one(connection_, db_schema, name, script_path):
     """In one transaction: run the down script, mark the migration's applied row rolled back. Return seconds."""
-    with open(script_path, 'rb') as handle:
-        script = handle.read().decode('utf-8')
     table = pg.qualified(connection_, db_schema, MIGRATIONS_TABLE)
-    started = time.time()
-    with pg.transaction(connection_), connection_.cursor() as cursor:
-        cursor.execute('SELECT id FROM %s WHERE migration_name = %%s AND finished_at IS NOT NULL '
-                       'AND rolled_back_at IS NULL FOR UPDATE' % table, (name,))
-        if not cursor.fetchall():
-            raise PrismaError("migration '%s' is no longer applied (changed while this task ran); nothing was "
-                              'rolled back for it' % name, migration=name)
-        try:
-            cursor.execute(script)
-        except pg.psycopg2.Error as exc:
-            # Leaving the with block rolls the whole transaction back.
-            raise PrismaError("down script %s of migration '%s' failed, its transaction was rolled back and the "
-                              'migration is still applied: %s' % (script_path, name, pg_message(exc)),
-                              migration=name, database_message=pg_message(exc))
-        cursor.execute('UPDATE %s SET rolled_back_at = now() WHERE migration_name = %%s '
-                       'AND finished_at IS NOT NULL AND rolled_back_at IS NULL' % table, (name,))
-    return round(time.time() - started, 3)
+    applied = ' WHERE migration_name = %s AND finished_at IS NOT NULL AND rolled_back_at IS NULL'
+    try:
+        return down.run_down_script(
+            connection_, name, script_path,
+            claim=('SELECT id FROM ' + table + applied + ' FOR UPDATE', (name,)),
+            record=('UPDATE ' + table + ' SET rolled_back_at = now()' + applied, (name,)))
+    except down.DownMigrationError as exc:
+        raise PrismaError(str(exc), migration=exc.migration, database_message=exc.database_message)
 
 
 def mark_failed_rolled_back(connection_, db_schema, name):

@@ -10,31 +10,47 @@ DOCUMENTATION = r'''
 module: flyway_migrate
 short_description: Run Flyway database migrations and report what was pending, applied and failed
 version_added: 0.1.0
+extends_documentation_fragment:
+  - runbook.deploy.postgres
 description:
   - Drives the Flyway command line (Flyway 9, 10 or 11) with C(-outputType=json) and reads its JSON output;
     O(command=info) lists migrations, O(command=migrate) applies pending ones (up to O(target)),
     O(command=validate) checks applied migrations against the files, O(command=repair) fixes the schema
     history, O(command=baseline) starts managing an existing database, O(command=undo) undoes the last
     migration (paid Flyway editions only).
+  - Adds the down path Flyway Community does not have. O(state=rolled_back) runs the project's own down scripts
+    (runbook 002's C(rollback_scripts/rollback_V3_013.sql)) under Flyway's migration lock, one transaction per
+    migration, and fixes the schema history; the same path M(runbook.deploy.prisma_migrate) takes for Prisma.
   - Returns the schema version before and after, the migrations applied, still pending and failed, and
     Flyway's warnings. A failed migration fails the task with the script name, line and database error, and
     the result still lists what Flyway left behind.
-  - The database password (O(password), or the one inside a C(postgres://) O(url)) reaches Flyway through
+  - The database password (O(login_password), or the one inside O(db_url)) reaches Flyway through
     the C(FLYWAY_PASSWORD) environment variable, never its command line.
+  - The connection options are those of M(runbook.deploy.prisma_migrate) and M(runbook.deploy.pg_backup).
 options:
+  state:
+    description:
+      - What the database should look like, with the same names as M(runbook.deploy.prisma_migrate).
+      - V(deployed) applies pending migrations (C(flyway migrate)); V(status) only reads (C(flyway info)).
+      - V(rolled_back) runs the project's own down scripts for the newest applied migrations (everything above
+        O(target), the newest O(steps), or O(migration) and every one applied after it), newest first, and takes
+        them out of C(flyway_schema_history), as M(runbook.deploy.prisma_migrate) does for Prisma; see the notes.
+        It runs no Flyway command, so Flyway need not be installed for it.
+      - Mutually exclusive with O(command). Without either, V(deployed).
+    type: str
+    choices: [ status, deployed, rolled_back ]
   command:
     description:
-      - The Flyway command to run.
+      - The Flyway command to run, for the commands O(state) does not name.
       - V(info) and V(validate) only read. O(command=validate) fails the task when validation fails (Flyway
         itself exits 0 then), including when migrations are pending, as Flyway's validate does.
-      - V(migrate) reports a change only when it applied at least one migration.
+      - V(migrate) (the same as O(state=deployed)) reports a change only when it applied at least one migration.
       - V(repair) removes failed rows from the schema history, aligns checksums and descriptions of applied
         migrations with the files, and marks applied migrations missing from the files as deleted.
       - V(baseline) records O(baseline_version) as the version of an existing, unmanaged schema.
       - V(undo) needs Flyway Teams/Enterprise (the Redgate edition); with the Community edition the task
-        fails with a message saying so.
+        fails with a message saying so. O(state=rolled_back) works with every edition.
     type: str
-    default: migrate
     choices: [ info, migrate, validate, repair, baseline, undo ]
   executable:
     description:
@@ -72,32 +88,78 @@ options:
         that has no migrations yet.
     type: bool
     default: false
-  url:
+  db_url:
     description:
-      - The database, as a JDBC URL (V(jdbc:postgresql://db.internal:5432/app)) or as a C(postgres://) URL
-        the way C(DATABASE_URL) carries it; a C(postgres://) URL is turned into a JDBC one and its user and
-        password are used unless O(user) and O(password) are given.
-      - Passed in C(FLYWAY_URL), not on the command line. Required unless O(config_files) set C(flyway.url).
+      - The database, as a JDBC URL (V(jdbc:postgresql://db.internal:5432/app)) or as a C(postgres://) URL the
+        way C(DATABASE_URL) carries it. A user and password in it (C(postgres://user:password@...) or the JDBC
+        C(?user=...&password=...)) are used unless O(login_user) and O(login_password) are given, and
+        O(login_host), O(login_port), O(db), O(ssl_mode) and O(ca_cert) override its parts.
+      - Passed to Flyway in C(FLYWAY_URL), never on the command line. Required unless the connection options or
+        O(config_files) (C(flyway.url)) give the database.
     type: str
-  user:
-    description: Database user (C(FLYWAY_USER)).
+    aliases: [ database_url, url ]
+  login_password:
+    description:
+      - The password to connect with. Overrides the password in O(db_url).
+      - Passed to Flyway in C(FLYWAY_PASSWORD); never on the command line nor in results.
     type: str
-  password:
-    description: Database password, passed in C(FLYWAY_PASSWORD); never on the command line nor in results.
+    aliases: [ password ]
+  login_unix_socket:
+    description:
+      - Flyway reaches PostgreSQL through JDBC, over TCP only; setting this fails the task. Use O(login_host).
     type: str
+    aliases: [ unix_socket ]
   schemas:
-    description: Schemas Flyway manages (C(-schemas)); the first one holds C(flyway_schema_history).
+    description:
+      - Schemas Flyway manages (C(-schemas)); the first one holds C(flyway_schema_history).
+      - Mutually exclusive with O(db_schema).
     type: list
     elements: str
     default: []
+  db_schema:
+    description:
+      - The one schema holding the migrated tables and C(flyway_schema_history), with the name
+        M(runbook.deploy.prisma_migrate) gives it; the same as O(schemas=[db_schema]).
+      - With O(state=rolled_back) and neither option, C(flyway.schemas) of O(config_files), else V(public).
+    type: str
   target:
     description:
       - Migrate (and report) only up to this version, as in the runbooks' "migrate to V009". A leading C(V)
         is dropped and underscores become dots (V(V009) is version 9, V(V3_008) is 3.008); V(latest),
         V(current) and V(next) are Flyway's own. Flyway fails when no migration has that version (add C(?)
         to allow it).
-      - C(migrate) never goes back to an older version; see the notes for rolling back.
+      - With O(state=rolled_back), the version to return to (runbook 003's "rollback to version 9") - every
+        migration applied above it is rolled back. It must be a version the history or the migration files
+        know (a typo fails before anything runs), unless it ends with C(?); V(0) rolls back every migration.
     type: str
+  steps:
+    description: With O(state=rolled_back), how many of the newest applied migrations to roll back.
+    type: int
+  migration:
+    description:
+      - With O(state=rolled_back), the oldest migration to roll back, as a version (V(3.013), V(V3_013)) or a script
+        name (V(V3_013__add_index.sql)). It and every migration applied after it are rolled back; if it is not
+        applied, nothing is.
+    type: str
+  down_scripts_path:
+    description:
+      - With O(state=rolled_back), a folder (relative to O(working_dir)) of down scripts, looked up by version in
+        their names - runbook 002's C(rollback_V3_013.sql), C(V3_013__rollback.sql) or Flyway's undo naming
+        C(U3_013__drop_index.sql) - in it and its subfolders.
+      - C(U<version>__*.sql) files in the local O(locations) are found too, as Flyway Teams finds them.
+    type: path
+  down_scripts:
+    description:
+      - With O(state=rolled_back), down scripts given one by one, as a mapping of version to path (relative to
+        O(working_dir)); they win over the ones found by name.
+    type: dict
+    default: {}
+  timeout:
+    description:
+      - With O(state=rolled_back), seconds to wait for Flyway's migration lock while another Flyway run holds it
+        (V(0) waits as long as it takes).
+    type: int
+    default: 600
   baseline_version:
     description:
       - With O(command=baseline), the version the existing schema corresponds to (Flyway's default is V(1)).
@@ -118,15 +180,24 @@ attributes:
       - Runs only Flyway's read-only commands. O(command=migrate) runs C(info) and reports in RV(applied) what
         C(migrate) would apply (and fails if C(migrate) would refuse to run because of failed migrations);
         O(command=repair) runs C(validate) and C(info) and reports what repair would change;
-        O(command=baseline) and O(command=undo) run C(info) and predict.
+        O(command=baseline) and O(command=undo) run C(info) and predict. O(state=rolled_back) reads the history
+        table, checks that every down script is there and reports in RV(rolled_back) what it would run.
   diff_mode:
     support: none
     description: The result lists the migrations applied, pending and failed; there is no before/after text.
 notes:
   - "Rolling back: Flyway Community cannot migrate backwards (O(target) lower than the current version only stops
-    C(migrate) from going further) and has no C(undo). Roll back by restoring the backup taken before the
-    migration (M(runbook.deploy.pg_backup) with C(state=restored)), or by shipping a new forward migration that
-    reverts the change. With Flyway Teams/Enterprise and C(U<version>__) undo scripts, O(command=undo) works."
+    C(migrate) from going further) and has no C(undo). O(state=rolled_back) does what the runbooks do by hand with
+    psql, safely: it refuses before running anything when a migration to roll back has no down script or the
+    history records a failed migration; holds Flyway's own PostgreSQL advisory lock (the key C(flyway migrate)
+    takes for the same history table), so a migration run started meanwhile waits; and rolls each migration back in
+    one transaction with O(db_schema) as search_path - its down script and the removal of its rows from
+    C(flyway_schema_history), as if it had never run, so the next C(flyway migrate) applies it again. A failing
+    down script leaves that migration applied and the newer ones rolled back; a killed run leaves every migration
+    either rolled back or untouched, and running the task again finishes the job."
+  - Repeatable migrations (C(R__)) are not rolled back. Down scripts must be able to run in a transaction
+    (no C(DROP INDEX CONCURRENTLY)). The other way back is the backup taken before the migration
+    (M(runbook.deploy.pg_backup) with C(state=restored)).
   - On PostgreSQL each migration runs in its own transaction, so a failed migration is rolled back and leaves no
     row in C(flyway_schema_history); the earlier migrations of the same run stay applied. A migration that cannot
     run in a transaction (C(CREATE INDEX CONCURRENTLY)) that fails leaves a failed row; Flyway then refuses to
@@ -154,22 +225,41 @@ EXAMPLES = r'''
 
 - name: Migrate production, passing the password through the environment
   runbook.deploy.flyway_migrate:
-    url: jdbc:postgresql://db.internal:5432/app
-    user: migrator
-    password: "{{ vault_migrator_password }}"
+    state: deployed
+    login_host: db.internal
+    db: app
+    login_user: migrator
+    login_password: "{{ vault_migrator_password }}"
     locations: [/srv/app/backend/db/migrations]
   register: migrated
 
+- name: Roll back to version 3.011 with the project's rollback_scripts/rollback_V3_013.sql and rollback_V3_012.sql
+  runbook.deploy.flyway_migrate:
+    state: rolled_back
+    target: V3_011
+    db_url: "{{ database_url }}"
+    working_dir: /srv/app/backend
+    locations: [db/migrations]
+    down_scripts_path: rollback_scripts
+  register: rolled_back
+
+- name: Roll back the newest migration with Flyway's undo naming (U3_013__*.sql beside the migrations)
+  runbook.deploy.flyway_migrate:
+    state: rolled_back
+    steps: 1
+    db_url: "{{ database_url }}"
+    locations: [/srv/app/backend/db/migrations]
+
 - name: Migrate to V009 and no further, with the application's DATABASE_URL
   runbook.deploy.flyway_migrate:
-    url: "{{ database_url }}"
+    db_url: "{{ database_url }}"
     locations: [filesystem:db/migrations]
     working_dir: /srv/app/backend
     target: V009
 
 - name: Predict what migrate would apply (check mode runs info only)
   runbook.deploy.flyway_migrate:
-    url: "{{ database_url }}"
+    db_url: "{{ database_url }}"
     locations: [db/migrations]
     working_dir: /srv/app/backend
   check_mode: true
@@ -178,30 +268,40 @@ EXAMPLES = r'''
 - name: Refuse to deploy when applied migrations were edited
   runbook.deploy.flyway_migrate:
     command: validate
-    url: "{{ database_url }}"
+    db_url: "{{ database_url }}"
     locations: [/srv/app/backend/db/migrations]
     extra_args: ["-ignoreMigrationPatterns=*:pending"]
 
 - name: Remove the failed row after cleaning up a failed non-transactional migration
   runbook.deploy.flyway_migrate:
     command: repair
-    url: "{{ database_url }}"
+    db_url: "{{ database_url }}"
     locations: [/srv/app/backend/db/migrations]
 
 - name: Start managing an existing database at version 5
   runbook.deploy.flyway_migrate:
     command: baseline
     baseline_version: "5"
-    url: "{{ database_url }}"
+    db_url: "{{ database_url }}"
     locations: [/srv/app/backend/db/migrations]
 '''
 
 RETURN = r'''
 command:
-  description: The Flyway command run (in check mode, the one predicted).
+  description: The Flyway command run (in check mode, the one predicted); V(rolled_back) for O(state=rolled_back).
   returned: always
   type: str
   sample: migrate
+rolled_back:
+  description:
+    - With O(state=rolled_back), the migrations rolled back (in check mode, that would be), newest first, each with
+      C(version), C(description), C(script) (the migration's), C(down_script) and C(duration) in seconds (null in
+      check mode). After a failure, those rolled back before it.
+  returned: state=rolled_back
+  type: list
+  elements: dict
+  sample: [{"version": "3.013", "description": "add index", "script": "V3_013__add_index.sql",
+            "down_script": "/srv/app/backend/rollback_scripts/rollback_V3_013.sql", "duration": 0.042}]
 flyway_version:
   description: Flyway's version, as its JSON output reports it.
   returned: when Flyway ran
@@ -209,12 +309,14 @@ flyway_version:
   sample: 10.22.0
 schema_version_before:
   description: The schema version before the command (null for an empty schema).
-  returned: when Flyway ran
+  returned: when Flyway ran, and with O(state=rolled_back)
   type: str
   sample: '8'
 schema_version:
-  description: The schema version after the command (in check mode, the version C(migrate) would reach).
-  returned: when Flyway ran
+  description:
+    - The schema version after the command (in check mode, the version C(migrate) would reach, or
+      O(state=rolled_back) would return to).
+  returned: when Flyway ran, and with O(state=rolled_back)
   type: str
   sample: '9'
 applied:
@@ -309,11 +411,16 @@ import os
 import shutil
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.runbook.deploy.plugins.module_utils import down_migrations as down
 from ansible_collections.runbook.deploy.plugins.module_utils import flyway as fw
+from ansible_collections.runbook.deploy.plugins.module_utils import postgres as pg
 from ansible_collections.runbook.deploy.plugins.module_utils.command import CommandRunner
+
+# state (the names prisma_migrate uses) -> the Flyway command it runs; rolled_back is the module's own down path.
+STATE_COMMANDS = {'status': 'info', 'deployed': 'migrate', 'rolled_back': 'rolled_back'}
 
 
 class FlywayMigrate(object):
@@ -322,7 +429,9 @@ class FlywayMigrate(object):
         self.params = module.params
         self.runner = CommandRunner(module)
         self.check = module.check_mode
-        self.result = dict(changed=False, command=self.params['command'], applied=[], flyway_warnings=[],
+        self.command = STATE_COMMANDS[self.params['state']] if self.params['state'] else (self.params['command'] or
+                                                                                          'migrate')
+        self.result = dict(changed=False, command=self.command, applied=[], flyway_warnings=[],
                            executed_commands=self.runner.executed)
 
     # -- inputs ----------------------------------------------------------------------------------------------
@@ -331,7 +440,8 @@ class FlywayMigrate(object):
         self.cwd = p['working_dir'] or os.getcwd()
         if not os.path.isdir(self.cwd):
             raise fw.FlywayError("working_dir '%s' does not exist or is not a directory" % self.cwd)
-        self.executable = self.find_executable(p['executable'])
+        # The down path runs no Flyway command: a host without Flyway (or Java) can still roll back.
+        self.executable = self.find_executable(p['executable']) if self.command != 'rolled_back' else None
         self.config_files = []
         for path in p['config_files']:
             absolute = os.path.join(self.cwd, path)
@@ -353,26 +463,33 @@ class FlywayMigrate(object):
         self.refuse_empty_locations(local)
         fw.check_extra_args(p['extra_args'])
         self.target = fw.normalize_target(p['target'])
-        if self.target and p['command'] in ('repair', 'baseline'):
+        if self.target and self.command in ('repair', 'baseline'):
             raise fw.FlywayError('target does not apply to command=%s; it limits info, migrate, validate and undo'
-                                 % p['command'])
-        if p['baseline_version'] and p['command'] != 'baseline' and not any(
+                                 % self.command)
+        for option in ('steps', 'migration', 'down_scripts_path'):
+            if p[option] not in (None, '') and self.command != 'rolled_back':
+                raise fw.FlywayError('%s is only used with state=rolled_back' % option)
+        if p['down_scripts'] and self.command != 'rolled_back':
+            raise fw.FlywayError('down_scripts is only used with state=rolled_back')
+        if self.command == 'rolled_back' and self.target in ('latest', 'current', 'next'):
+            raise fw.FlywayError('target: with state=rolled_back give the version to return to (V009, 3.011), not %s'
+                                 % self.target)
+        if p['baseline_version'] and self.command != 'baseline' and not any(
                 a.startswith('-baselineOnMigrate') for a in p['extra_args']):
             raise fw.FlywayError('baseline_version applies to command=baseline (or migrate with '
                                  'extra_args=[-baselineOnMigrate=true])')
         if p['baseline_version'] and not fw.VERSION_RE.match(p['baseline_version']):
             raise fw.FlywayError("baseline_version '%s' is not a Flyway version (digits separated by dots)"
                                  % p['baseline_version'])
-        self.url, self.user, self.password = None, p['user'], p['password']
-        if p['url']:
-            self.url, url_user, url_password = fw.jdbc_from_url(p['url'])
-            self.user = self.user or url_user
-            self.password = self.password or url_password
-        elif not self.config_files:
-            raise fw.FlywayError('url is required (jdbc:postgresql://host:port/database or postgres://...), unless '
-                                 'config_files set flyway.url')
+        self.url, self.conn = fw.connection_settings(p)
+        self.user = (self.conn or {}).get('user')
+        self.password = (self.conn or {}).get('password')
+        if not self.url and not self.config_files:
+            raise fw.FlywayError('no database given: set db_url (jdbc:postgresql://host:port/database or '
+                                 'postgres://...), or login_host and db, unless config_files set flyway.url')
         if self.password:
             self.runner.mask.append(self.password)
+        self.schemas = [p['db_schema']] if p['db_schema'] else p['schemas']
 
     def refuse_empty_locations(self, local):
         """Local locations without a single migration are nearly always a wrong path: Flyway would report nothing
@@ -413,7 +530,7 @@ class FlywayMigrate(object):
         """Run one Flyway command; return (rc, doc, error details or None)."""
         p = self.params
         argv, env = fw.build_invocation(
-            self.executable, command, locations=self.locations, config_files=self.config_files, schemas=p['schemas'],
+            self.executable, command, locations=self.locations, config_files=self.config_files, schemas=self.schemas,
             target=self.target, baseline_version=p['baseline_version'], extra_args=p['extra_args'],
             url=self.url, user=self.user, password=self.password)
         rc, out, err = self.runner.run(argv, env=env, cwd=self.cwd)
@@ -439,8 +556,7 @@ class FlywayMigrate(object):
 
     # -- commands ------------------------------------------------------------------------------------------------
     def run(self):
-        command = self.params['command']
-        getattr(self, 'do_%s' % command)()
+        getattr(self, 'do_%s' % self.command)()
         return self.result
 
     def do_info(self):
@@ -560,33 +676,195 @@ class FlywayMigrate(object):
         self.result['changed'] = bool(count if isinstance(count, int) else undone)
         self.report_info(self.info())
 
+    # -- the down path (state=rolled_back) ------------------------------------------------------------------------
+    def down_path_database(self):
+        """(libpq keywords, history schema, history table): the options first, then the configuration files."""
+        p = self.params
+        settings = fw.read_config_files(self.config_files) if self.config_files else {}
+        conn = dict(self.conn or {})
+        if not conn.get('dbname'):
+            from_file = fw.conn_from_jdbc(settings['url']) if settings.get('url') else None
+            if not from_file:
+                raise fw.FlywayError('state=rolled_back connects to the database itself: give it with db_url or '
+                                     'login_host and db (or flyway.url=jdbc:postgresql://... in config_files)')
+            from_file.update(conn)
+            conn = from_file
+        for key in ('user', 'password'):
+            if not conn.get(key) and settings.get(key):
+                conn[key] = settings[key]
+        conn.setdefault('user', 'postgres')
+        conn.setdefault('port', 5432)
+        conn.setdefault('connect_timeout', p['connect_timeout'])
+        if conn.get('password'):
+            self.runner.mask.append(conn['password'])
+        file_schemas = [name.strip() for name in settings.get('schemas', '').split(',') if name.strip()]
+        schema = (self.schemas or file_schemas or ['public'])[0]
+        table = settings.get('table') or fw.HISTORY_TABLE
+        for arg in p['extra_args']:
+            if arg.lstrip('-').startswith('table='):
+                table = arg.split('=', 1)[1]
+        return conn, schema, table
+
+    def down_scripts_by_version(self):
+        """{version key: [paths]} from down_scripts_path (any naming) and the local locations (U naming only)."""
+        p = self.params
+        found = {}
+        folders = [(path, True) for dummy, path in fw.location_dirs(p['locations'], self.cwd) if os.path.isdir(path)]
+        if p['down_scripts_path']:
+            folder = os.path.join(self.cwd, p['down_scripts_path'])
+            if not os.path.isdir(folder):
+                raise fw.FlywayError("down_scripts_path: '%s' is not a directory (relative paths are taken from "
+                                     'working_dir %s); nothing was rolled back' % (p['down_scripts_path'], self.cwd))
+            folders.append((folder, False))
+        for folder, undo_only in folders:
+            for key, paths in fw.down_scripts_in(folder, undo_only).items():
+                found.setdefault(key, []).extend(paths)
+        for version, path in (p['down_scripts'] or {}).items():
+            try:
+                key = fw.version_key(fw.normalize_target(str(version)))
+            except (fw.FlywayError, ValueError):
+                raise fw.FlywayError("down_scripts: '%s' is not a version (3.013, V3_013)" % version)
+            found[key] = [os.path.join(self.cwd, str(path))]
+        return found
+
+    def plan_rollback(self, rows):
+        p = self.params
+        target = self.target
+        if target is not None:
+            optional = target.endswith('?')
+            target = target.rstrip('?')
+            local = fw.local_versions(path for dummy, path in fw.location_dirs(p['locations'], self.cwd))
+            if not optional and fw.version_key(target) != (0,) and \
+                    fw.version_key(target) not in fw.known_versions(rows, local):
+                applied = [r['version'] for r in fw.applied_versioned(rows)]
+                raise fw.FlywayError("target '%s' is neither in the schema history nor among the migration files (applied: "
+                                     '%s); nothing was rolled back. Give a version that exists, or end it with ? to '
+                                     'roll back everything above it anyway'
+                                     % (p['target'], ', '.join(applied[-5:]) or 'none'))
+        targets = fw.select_rollback(rows, target=target, steps=p['steps'], migration=p['migration'])
+        scripts = self.down_scripts_by_version()
+        where = p['down_scripts_path'] or (p['locations'][0] if p['locations'] else '.')
+        plan = []
+        for row in targets:
+            candidates = scripts.get(fw.version_key(row['version']), [])
+            if len(candidates) > 1:
+                raise fw.FlywayError('more than one down script for version %s: %s; keep one, or name it in down_scripts. '
+                                     'Nothing was rolled back' % (row['version'], ', '.join(candidates)))
+            plan.append(dict(name=row['script'] or 'V%s' % row['version'], version=row['version'],
+                             description=row['description'], script=row['script'],
+                             down_script=candidates[0] if candidates else None,
+                             expected=candidates[0] if candidates else '%s/rollback_V%s.sql or U%s__*.sql' % (
+                                 where, row['version'].replace('.', '_'), row['version'].replace('.', '_'))))
+        return plan
+
+    def do_rolled_back(self):
+        p = self.params
+        if not pg.HAS_PSYCOPG2:
+            raise fw.FlywayError(missing_required_lib('psycopg2') + ' (state=rolled_back connects to the database)')
+        self.result['rolled_back'] = []
+        conn, schema, table = self.down_path_database()
+        connection = pg.connect(conn)
+        try:
+            rows = fw.read_history(connection, schema, table)
+            if rows is None:
+                self.result.update(schema_version_before=None, schema_version=None)
+                self.module.warn('no %s in schema %s: nothing was ever migrated there, so nothing was rolled back'
+                                 % (table, schema))
+                return
+            self.result['schema_version_before'] = fw.current_version(rows)
+            failed = [r for r in rows if not r['success']]
+            if failed:
+                raise fw.FlywayError('the schema history records failed migration(s) %s; nothing was rolled back. Clean '
+                                     'up what they did, run command=repair, then roll back'
+                                     % ', '.join(r['script'] or r['version'] for r in failed))
+            plan = self.plan_rollback(rows)
+            try:
+                down.refuse_missing(plan, 'add it to down_scripts_path (rollback_V<version>.sql) or beside the migrations '
+                                          '(U<version>__<description>.sql), or name it in down_scripts')
+            except down.DownMigrationError as exc:
+                raise fw.FlywayError(str(exc))
+            if not plan:
+                self.result['schema_version'] = self.result['schema_version_before']
+                return
+            self.result['changed'] = True
+            if self.check:
+                self.result['rolled_back'] = [dict((k, v) for k, v in item.items() if k not in ('name', 'expected'))
+                                              for item in plan]
+                for entry in self.result['rolled_back']:
+                    entry['duration'] = None
+                undone = set(item['version'] for item in plan)
+                self.result['schema_version'] = fw.current_version([r for r in rows if r['version'] not in undone])
+                return
+            qualified = pg.qualified(connection, schema, table)
+            lock = down.AdvisoryLock(connection, fw.lock_key(schema, table), p['timeout'], (
+                'another Flyway run holds Flyway\'s migration lock on %s' % qualified,
+                'wait for it (flyway migrate) to finish, or raise timeout'))
+
+            def run_one(item):
+                return down.run_down_script(
+                    connection, item['name'], item['down_script'],
+                    claim=('SELECT installed_rank FROM %s WHERE version = %%s AND success FOR UPDATE' % qualified,
+                           (item['version'],)),
+                    record=('DELETE FROM %s WHERE version = %%s' % qualified, (item['version'],)),
+                    search_path=pg.quote_ident(connection, schema))
+            done = []
+            try:
+                done = down.roll_back(lock, plan, run_one)
+            except Exception as exc:
+                done = getattr(exc, 'rolled_back', [])
+                raise
+            finally:
+                self.result['rolled_back'] = [dict((k, v) for k, v in item.items() if k != 'name') for item in done]
+                try:
+                    self.result['schema_version'] = fw.current_version(fw.read_history(connection, schema, table))
+                except Exception:  # pylint: disable=broad-except
+                    pass  # the error that got us here matters more
+        finally:
+            connection.close()
+
 
 def main():
+    argument_spec = pg.postgres_common_argument_spec()
+    # The names Flyway users know (url, password) stay as aliases of the options prisma_migrate and pg_backup share.
+    argument_spec['db_url']['aliases'] = ['database_url', 'url']
+    argument_spec['login_password']['aliases'] = ['password']
+    argument_spec.update(
+        state=dict(type='str', choices=list(STATE_COMMANDS)),
+        command=dict(type='str', choices=list(fw.COMMANDS)),
+        executable=dict(type='str', default='flyway'),
+        working_dir=dict(type='path'),
+        config_files=dict(type='list', elements='path', default=[]),
+        locations=dict(type='list', elements='str', default=[]),
+        allow_empty=dict(type='bool', default=False),
+        schemas=dict(type='list', elements='str', default=[]),
+        db_schema=dict(type='str'),
+        target=dict(type='str'),
+        steps=dict(type='int'),
+        migration=dict(type='str'),
+        down_scripts_path=dict(type='path'),
+        down_scripts=dict(type='dict', default={}),
+        timeout=dict(type='int', default=600),
+        baseline_version=dict(type='str'),
+        extra_args=dict(type='list', elements='str', default=[]),
+    )
     module = AnsibleModule(
-        argument_spec=dict(
-            command=dict(type='str', default='migrate', choices=list(fw.COMMANDS)),
-            executable=dict(type='str', default='flyway'),
-            working_dir=dict(type='path'),
-            config_files=dict(type='list', elements='path', default=[]),
-            locations=dict(type='list', elements='str', default=[]),
-            allow_empty=dict(type='bool', default=False),
-            url=dict(type='str', no_log=True),
-            user=dict(type='str'),
-            password=dict(type='str', no_log=True),
-            schemas=dict(type='list', elements='str', default=[]),
-            target=dict(type='str'),
-            baseline_version=dict(type='str'),
-            extra_args=dict(type='list', elements='str', default=[]),
-        ),
+        argument_spec=argument_spec,
         supports_check_mode=True,
+        mutually_exclusive=[('state', 'command'), ('schemas', 'db_schema'), ('steps', 'migration', 'target')],
+        required_if=[('state', 'rolled_back', ('steps', 'migration', 'target'), True)],
     )
     job = FlywayMigrate(module)
     try:
         job.validate()
         result = job.run()
-    except fw.FlywayError as exc:
+    except (fw.FlywayError, pg.PostgresError) as exc:
         module.fail_json(msg=to_native(exc), **job.result)
+    except down.DownMigrationError as exc:
+        module.fail_json(msg=to_native(exc), error=dict(migration=exc.migration, db_message=exc.database_message),
+                         **job.result)
     except Exception as exc:  # pylint: disable=broad-except
+        if pg.HAS_PSYCOPG2 and isinstance(exc, pg.psycopg2.Error):
+            module.fail_json(msg='flyway_migrate: database error: %s' % down.pg_message(exc), **job.result)
         module.fail_json(msg='flyway_migrate failed unexpectedly: %s' % to_native(exc), exception=traceback.format_exc(),
                          **job.result)
     module.exit_json(**result)

@@ -421,6 +421,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.runbook.deploy.plugins.module_utils import postgres as pg
+from ansible_collections.runbook.deploy.plugins.module_utils import down_migrations as down
 from ansible_collections.runbook.deploy.plugins.module_utils import prisma
 from ansible_collections.runbook.deploy.plugins.module_utils.prisma_native import PrismaNative
 from ansible_collections.runbook.deploy.plugins.module_utils.command import CommandRunner
@@ -669,35 +670,32 @@ class PrismaMigrate(object):
             self.refuse_failed(status, 'nothing is rolled back while it is')
         targets = prisma.select_rollback(status, steps=p['steps'], migration=p['migration'], known=self.known)
         local = dict((m['name'], m) for m in self.local)
-        plan, missing = [], []
+        plan = []
         for entry in targets:
             name = entry['name']
-            script = self.path(p['down_scripts'].get(name))
-            if not script:
-                script = local[name]['down_script'] if name in local else None
-                expected = os.path.join(self.migrations_path, name, prisma.DOWN_FILE)
-            else:
-                expected = script
-            if not script or not os.path.isfile(script):
-                missing.append('%s (expected %s)' % (name, expected))
-            plan.append(dict(name=name, down_script=script))
-        if missing:
-            raise prisma.PrismaError(
-                'refusing to roll back: no down script for %s. Nothing was rolled back; add a %s beside the migration.sql, '
-                'or give its path in down_scripts' % ('; '.join(missing), prisma.DOWN_FILE),
-                migration=missing[0].split(' ', 1)[0])
+            given = self.path(p['down_scripts'].get(name))
+            plan.append(dict(name=name, down_script=given or (local[name]['down_script'] if name in local else None),
+                             expected=given or os.path.join(self.migrations_path, name, prisma.DOWN_FILE)))
+        try:
+            down.refuse_missing(plan, 'add a %s beside the migration.sql, or give its path in down_scripts'
+                                % prisma.DOWN_FILE)
+        except down.DownMigrationError as exc:
+            raise prisma.PrismaError(str(exc), migration=exc.migration)
         if not plan:
             return
         self.result['changed'] = True
         if self.module.check_mode:
-            self.result['rolled_back'] = [dict(item, duration=None) for item in plan]
+            self.result['rolled_back'] = [dict(name=item['name'], down_script=item['down_script'], duration=None)
+                                          for item in plan]
             return
         connection = pg.connect(self.conn)
         try:
-            with prisma.MigrationLock(connection, p['timeout']):
-                for item in plan:
-                    seconds = prisma.roll_back_one(connection, self.db_schema, item['name'], item['down_script'])
-                    self.result['rolled_back'].append(dict(item, duration=seconds))
+            self.result['rolled_back'] = down.roll_back(
+                prisma.MigrationLock(connection, p['timeout']), plan,
+                lambda item: prisma.roll_back_one(connection, self.db_schema, item['name'], item['down_script']))
+        except prisma.PrismaError as exc:
+            self.result['rolled_back'] = getattr(exc, 'rolled_back', [])
+            raise
         finally:
             connection.close()
             try:

@@ -123,3 +123,47 @@ def test_failed_migration_restores_the_deployment_backup_or_keeps_what_was_commi
     assert items(stack, db) == (50, 51)
     assert purge_rows(stack, db) == [(False,)]
     assert seen['result']['on_failure'] == 'stop' and seen['result']['restored_from'] == ''
+
+
+def test_flyway_rollback_runs_the_projects_down_scripts_through_flyway_migrate(tmp_path, stack, make_db):
+    """tasks_from: rollback with Flyway (runbooks 002/003): to a version, then "what this play applied", with the
+    sample app's U<version>__*.sql down scripts, through runbook.deploy.flyway_migrate state=rolled_back (the Flyway
+    TEST DOUBLE applies; the down path runs no Flyway command)."""
+    db = make_db('migrate_flyway_rb', rows=None)
+    project = tmp_path / 'flyway'
+    shutil.copytree(os.path.join(REPO, 'sample_app', 'flyway'), str(project))
+    results = tmp_path / 'results.json'
+    role_vars = dict(migrate_tool='flyway', migrate_project_path=str(project),
+                     migrate_flyway_executable=os.path.join(REPO, 'tests', 'doubles', 'flyway', 'flyway'),
+                     migrate_db_login_host=stack['RUNBOOK_PG_HOST'], migrate_db_login_port=int(stack['RUNBOOK_PG_PORT']),
+                     migrate_db_login_user=stack['RUNBOOK_PG_USER'],
+                     migrate_db_login_password=stack['RUNBOOK_PG_PASSWORD'], migrate_db_db=db)
+
+    def step(name, tasks_from='main', **extra):
+        return {'name': name,
+                'ansible.builtin.include_role': {'name': 'runbook.deploy.migrate', 'tasks_from': tasks_from},
+                'vars': dict(role_vars, **extra)}
+    playbook = [{'name': 'migrate and roll back', 'hosts': 'localhost', 'gather_facts': False, 'tasks': [
+        step('apply V1 to V3'),
+        step('back to V1', 'rollback', migrate_rollback_to='V1'),
+        {'name': 'keep', 'ansible.builtin.set_fact': {'to_version': '{{ migrate_rollback_result }}'}},
+        step('apply V2 and V3 again'),
+        step('undo what this play applied', 'rollback', migrate_rollback_to=''),
+        {'name': 'write', 'ansible.builtin.copy': {
+            'dest': str(results), 'mode': '0600',
+            'content': '{{ {"to_version": to_version, "applied": migrate_result.applied, '
+                       '"undone": migrate_rollback_result} | to_json }}'}}]}]
+    path = tmp_path / 'play.yml'
+    path.write_text(yaml.safe_dump(playbook))
+    proc = subprocess.run([os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
+                           str(path)], capture_output=True, text=True, check=False, timeout=240)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    seen = json.loads(results.read_text())
+    assert seen['to_version']['rolled_back'] == ['V3__add_case_status.sql', 'V2__add_sync_queue_and_feature_flags.sql']
+    assert seen['to_version']['current_version'] == '1'
+    assert seen['applied'] == ['V2__add_sync_queue_and_feature_flags.sql', 'V3__add_case_status.sql']
+    assert seen['undone']['rolled_back'] == ['V3__add_case_status.sql', 'V2__add_sync_queue_and_feature_flags.sql']
+    assert sql(stack, db, 'SELECT version FROM flyway_schema_history ORDER BY installed_rank') == [('1',)]
+    assert sql(stack, db, "SELECT count(*) FROM pg_tables WHERE tablename IN ('sync_queue', 'feature_flags')") == [(0,)]
+    assert stack['RUNBOOK_PG_PASSWORD'] not in output

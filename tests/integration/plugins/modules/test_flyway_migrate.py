@@ -71,7 +71,9 @@ def flyway(run_module, stack, executable, project):
                       user=stack['RUNBOOK_PG_USER'], password=stack['RUNBOOK_PG_PASSWORD'],
                       locations=[project.path], executable=executable(version))
         merged.update(args)
-        return run_module(MODULE, check=check, **merged)
+        # None leaves an option out: the names Flyway users know (url, user, password) are aliases of db_url,
+        # login_user and login_password, and an alias given as None would override the option.
+        return run_module(MODULE, check=check, **dict((k, v) for k, v in merged.items() if v is not None))
     return call
 
 
@@ -312,7 +314,7 @@ def test_postgres_url_and_config_file(flyway, project, make_db, stack, tmp_path)
     conf.chmod(0o600)
     from_conf = flyway(db, url=None, user=None, locations=[], config_files=['flyway-prod.conf'],
                        working_dir=str(tmp_path), command='info')
-    assert from_conf['schema_version'] == '1', from_conf
+    assert from_conf.get('schema_version') == '1', from_conf['msg']
 
 
 def test_unknown_target_version_is_flyways_clear_error(flyway, project, make_db):
@@ -349,7 +351,7 @@ def test_bad_inputs_fail_clearly(flyway, project, make_db, stack, tmp_path):
         (dict(target='Vabc'), ["target 'Vabc' is not a Flyway version"]),
         (dict(command='repair', target='2'), ['target does not apply to command=repair']),
         (dict(baseline_version='2'), ['baseline_version applies to command=baseline']),
-        (dict(url=None), ['url is required']),
+        (dict(url=None), ['no database given', 'db_url', 'config_files set flyway.url']),
         (dict(working_dir=str(tmp_path / 'nowhere')), ["working_dir '%s' does not exist" % (tmp_path / 'nowhere')]),
     ]
     for args, fragments in cases:
@@ -457,3 +459,177 @@ def test_the_double_prints_flyways_json_shapes(project, make_db, stack, version,
     assert refused['error']['errorCode'] == 'DB_CONNECTION'
     rc, undo = flyway('undo')
     assert rc == (1 if version == '9' else 35) and list(undo) == ['error']
+
+
+# -- state=rolled_back: the project's own rollback scripts (runbook 002: rollback_scripts/rollback_V3_013.sql) ----
+V3_012 = 'CREATE TABLE work_orders (id serial PRIMARY KEY, customer_id int REFERENCES customers(id));\n'
+V3_013 = 'CREATE INDEX work_orders_customer ON work_orders (customer_id);\nALTER TABLE customers ADD COLUMN tier text;\n'
+DOWN_3_013 = 'DROP INDEX work_orders_customer;\nALTER TABLE customers DROP COLUMN tier;\n'
+DOWN_3_012 = 'DROP TABLE work_orders;\n'
+
+
+def java_hash(text):
+    """Java's String.hashCode, written here apart from the module's: the key must be the one Flyway computes."""
+    value = 0
+    for char in text:
+        value = (31 * value + ord(char)) & 0xFFFFFFFF
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+def versions(stack, db):
+    return [row[1] for row in history(stack, db)]
+
+
+@pytest.fixture
+def rollback_project(project, tmp_path):
+    """V1, V2, V3_012, V3_013 and runbook 002's rollback_scripts folder (rollback_V3_013.sql, rollback_V3_012.sql)."""
+    project(V1__customers=V1, V2__email=V2, V3_012__work_orders=V3_012, V3_013__work_order_index=V3_013)
+    scripts = tmp_path / 'rollback_scripts'
+    scripts.mkdir()
+    (scripts / 'rollback_V3_013.sql').write_text(DOWN_3_013)
+    (scripts / 'rollback_V3_012.sql').write_text(DOWN_3_012)
+    return scripts
+
+
+def test_rolled_back_runs_the_projects_rollback_scripts_newest_first_under_flyways_lock(
+        flyway, rollback_project, make_db, stack, tmp_path):
+    db = make_db('fw', rows=None)
+    assert flyway(db, state='deployed')['schema_version'] == '3.013'
+    before = history(stack, db)
+    down = dict(state='rolled_back', working_dir=str(tmp_path), down_scripts_path='rollback_scripts')
+
+    # Refusals before anything runs: an unknown target (a typo), a missing down script.
+    typo = flyway(db, target='V3_11', **down)
+    assert_clear_failure(typo, "target 'V3_11' is neither in the schema history nor among the migration files")
+    (rollback_project / 'rollback_V3_012.sql').rename(rollback_project / 'kept_aside.sql')
+    missing = flyway(db, target='V2', **down)
+    assert_clear_failure(missing, 'no down script for V3_012__work_orders.sql')
+    assert 'Nothing was rolled back' in missing['msg'] and missing['changed'] is False
+    assert history(stack, db) == before and table_exists(stack, db, 'work_orders')
+    (rollback_project / 'kept_aside.sql').rename(rollback_project / 'rollback_V3_012.sql')
+
+    # Check mode: the plan, nothing run.
+    planned = flyway(db, check=True, target='V2', **down)
+    assert planned['changed'] is True, planned
+    assert [(e['version'], os.path.basename(e['down_script']), e['duration']) for e in planned['rolled_back']] == [
+        ('3.013', 'rollback_V3_013.sql', None), ('3.012', 'rollback_V3_012.sql', None)]
+    assert (planned['schema_version_before'], planned['schema_version']) == ('3.013', '2')
+    assert history(stack, db) == before
+
+    # While a Flyway run holds Flyway's own lock on this history table, nothing runs.
+    key = 77431708279161 + java_hash('"public"."flyway_schema_history"')
+    import psycopg2
+    holder = psycopg2.connect(host=stack['RUNBOOK_PG_HOST'], port=stack['RUNBOOK_PG_PORT'], dbname=db,
+                              user=stack['RUNBOOK_PG_USER'], password=stack['RUNBOOK_PG_PASSWORD'])
+    try:
+        holder.autocommit = True
+        holder.cursor().execute('SELECT pg_advisory_lock(%s)', (key,))
+        locked = flyway(db, target='V2', timeout=1, **down)
+        assert_clear_failure(locked, 'pg_advisory_lock(%d)' % key)
+        assert history(stack, db) == before
+    finally:
+        holder.close()
+
+    rolled = flyway(db, target='V2', **down)
+    assert rolled['changed'] is True and rolled['command'] == 'rolled_back', rolled
+    assert [e['script'] for e in rolled['rolled_back']] == ['V3_013__work_order_index.sql', 'V3_012__work_orders.sql']
+    assert all(e['duration'] >= 0 for e in rolled['rolled_back'])
+    assert rolled['executed_commands'] == [], 'the down path runs no Flyway command'
+    assert versions(stack, db) == ['1', '2'] and not table_exists(stack, db, 'work_orders')
+    assert flyway(db, target='V2', **down)['changed'] is False, 'rolling back again changes nothing'
+
+    # Flyway itself sees V3_012 and V3_013 as pending again and applies them (its validate accepts the history).
+    info = flyway(db, state='status')
+    assert info['schema_version'] == '2'
+    assert names(info['pending']) == ['V3_012__work_orders.sql', 'V3_013__work_order_index.sql']
+    assert flyway(db)['schema_version'] == '3.013' and table_exists(stack, db, 'work_orders')
+
+
+def test_a_failing_down_script_leaves_its_migration_applied_and_a_rerun_finishes(
+        flyway, rollback_project, make_db, stack, tmp_path):
+    db = make_db('fw', rows=None)
+    flyway(db)
+    (rollback_project / 'rollback_V3_012.sql').write_text('DROP TABLE work_orders;\nDROP TABLE no_such_table;\n')
+    down = dict(state='rolled_back', working_dir=str(tmp_path), down_scripts_path='rollback_scripts', target='2')
+    failed = flyway(db, **down)
+    assert_clear_failure(failed, 'rollback_V3_012.sql', 'no_such_table', 'still applied')
+    # 3.013 was rolled back in its own transaction; 3.012's transaction was rolled back whole.
+    assert [e['version'] for e in failed['rolled_back']] == ['3.013']
+    assert versions(stack, db) == ['1', '2', '3.012'] and table_exists(stack, db, 'work_orders')
+    assert failed['schema_version'] == '3.012'
+    (rollback_project / 'rollback_V3_012.sql').write_text(DOWN_3_012)
+    rerun = flyway(db, **down)
+    assert [e['version'] for e in rerun['rolled_back']] == ['3.012']
+    assert versions(stack, db) == ['1', '2']
+
+
+def test_flyway_undo_naming_steps_and_the_options_prisma_migrate_has(flyway, project, make_db, stack, tmp_path):
+    """U<version>__*.sql beside the migrations (Flyway's undo naming), steps, and login_host/db/login_user/
+    login_password/db_schema as prisma_migrate names them; the database can also come from a .conf file."""
+    project(V1__customers=V1, V2__email=V2, U2__email='ALTER TABLE customers DROP COLUMN email;\n'
+            'DROP FUNCTION touch();\n')
+    db = make_db('fw', rows=None)
+    connection = dict(url=None, user=None, password=None, login_host=stack['RUNBOOK_PG_HOST'],
+                      login_port=int(stack['RUNBOOK_PG_PORT']), database=db, login_user=stack['RUNBOOK_PG_USER'],
+                      login_password=stack['RUNBOOK_PG_PASSWORD'], db_schema='public')
+    deployed = flyway(db, state='deployed', **connection)
+    assert deployed.get('schema_version') == '2', deployed['msg']
+    rolled = flyway(db, state='rolled_back', steps=1, **connection)
+    assert [os.path.basename(e['down_script']) for e in rolled['rolled_back']] == ['U2__email.sql'], rolled
+    assert versions(stack, db) == ['1']
+    assert stack['RUNBOOK_PG_PASSWORD'] not in json.dumps(rolled)
+
+    flyway(db, **connection)
+    conf = tmp_path / 'flyway-prod.conf'
+    conf.write_text('flyway.url=jdbc:postgresql://%s:%s/%s\nflyway.user=%s\nflyway.password=%s\n'
+                    % (stack['RUNBOOK_PG_HOST'], stack['RUNBOOK_PG_PORT'], db, stack['RUNBOOK_PG_USER'],
+                       stack['RUNBOOK_PG_PASSWORD']))
+    conf.chmod(0o600)
+    from_conf = flyway(db, url=None, user=None, password=None, state='rolled_back', migration='V2',
+                       config_files=[str(conf)])
+    assert [e['version'] for e in from_conf['rolled_back']] == ['2'], from_conf
+    assert versions(stack, db) == ['1']
+    assert stack['RUNBOOK_PG_PASSWORD'] not in json.dumps(from_conf)
+
+
+def test_a_rollback_killed_half_way_is_finished_by_running_it_again(flyway, rollback_project, make_db, stack, tmp_path):
+    """SIGKILL the module while the second down script runs: the first migration stays rolled back, the second is
+    untouched (its transaction died with the session), Flyway's lock is free again, and a re-run finishes."""
+    import signal
+    import threading
+    import time
+    db = make_db('fw', rows=None)
+    flyway(db)
+    (rollback_project / 'rollback_V3_012.sql').write_text('SELECT pg_sleep(60);\n' + DOWN_3_012)
+    down = dict(state='rolled_back', working_dir=str(tmp_path), down_scripts_path='rollback_scripts', target='2')
+    killed = []
+
+    def kill_during_the_second_script():
+        # Ansible runs modules from the main thread only (signal handlers), so the killer is the thread.
+        deadline = time.time() + 30
+        while time.time() < deadline and not killed:
+            if sql(stack, db, "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND query LIKE %s",
+                   (db, 'SELECT pg_sleep(60)%')):
+                pids = subprocess.run(['pgrep', '-f', 'AnsiballZ_flyway_migrate'], capture_output=True, text=True,
+                                      check=False).stdout.split()
+                for pid in pids:
+                    os.kill(int(pid), signal.SIGKILL)
+                killed.extend(pids)
+            time.sleep(0.2)
+    killer = threading.Thread(target=kill_during_the_second_script)
+    killer.start()
+    try:
+        outcome = flyway(db, **down)
+    finally:
+        killer.join(40)
+    assert killed, 'the module was not found running its second down script: %s' % outcome
+    assert outcome.get('failed'), outcome
+    # The server notices the dead client when pg_sleep returns, then rolls the transaction back and frees the lock;
+    # ending that orphaned session now saves the test the wait.
+    sql(stack, db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                   "pg_backend_pid() AND application_name = 'runbook.deploy'", (db,))
+    assert versions(stack, db) == ['1', '2', '3.012'] and table_exists(stack, db, 'work_orders')
+    (rollback_project / 'rollback_V3_012.sql').write_text(DOWN_3_012)
+    rerun = flyway(db, timeout=10, **down)
+    assert [e['version'] for e in rerun['rolled_back']] == ['3.012'], rerun
+    assert versions(stack, db) == ['1', '2'] and not table_exists(stack, db, 'work_orders')

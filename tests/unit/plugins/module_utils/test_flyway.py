@@ -397,8 +397,8 @@ def test_invocation_keeps_secrets_off_argv():
 
 
 @pytest.mark.parametrize('args,fragment', [
-    (['-password=x'], 'use the password option'), (['-url=jdbc:x'], 'use the url option'),
-    (['-outputType=text'], 'the module sets it'), (['-jdbcProperties.password=x'], 'use the password option'),
+    (['-password=x'], 'use the login_password option'), (['-url=jdbc:x'], 'use the db_url option'),
+    (['-outputType=text'], 'the module sets it'), (['-jdbcProperties.password=x'], 'use the login_password option'),
     (['migrate'], 'is not a flag'), (['-locations=a'], 'use the locations option'),
 ])
 def test_extra_args_cannot_override_the_module(args, fragment):
@@ -412,3 +412,85 @@ def test_locations():
         ('db/migrations', '/srv/app/db/migrations'), ('filesystem:/abs', '/abs')]
     assert fw.flyway_location('db/migrations', '/srv/app/db/migrations') == 'filesystem:/srv/app/db/migrations'
     assert fw.flyway_location('classpath:db', 'ignored') == 'classpath:db'
+
+
+# -- the down path (state=rolled_back) ------------------------------------------------------------------------
+def test_lock_key_is_flyways_for_the_quoted_history_table():
+    # String.hashCode() of "public"."flyway_schema_history" (s[0]*31^(n-1) + ... in signed 32-bit arithmetic);
+    # Flyway's PostgreSQLAdvisoryLockTemplate adds it to 77431708279161.
+    expected = 2125624436
+    assert fw.java_hash('"public"."flyway_schema_history"') == expected
+    assert fw.lock_key('public', 'flyway_schema_history') == 77431708279161 + expected
+    assert fw.java_hash('') == 0 and fw.java_hash('a') == 97 and fw.java_hash('ab') == 97 * 31 + 98
+
+
+@pytest.mark.parametrize('left, right', [('3.013', '3.13'), ('1.0', '1'), ('V3_013', '3.013'), ('009', '9')])
+def test_versions_compare_as_flyway_compares_them(left, right):
+    assert fw.version_key(left) == fw.version_key(right)
+
+
+def test_versions_order_part_by_part():
+    assert fw.version_key('3.10') > fw.version_key('3.9') > fw.version_key('3') > fw.version_key('2.99')
+
+
+def _row(rank, version, script, type_='SQL', success=True):
+    return dict(installed_rank=rank, version=version, description=script, type=type_, script=script, success=success)
+
+
+HISTORY = [_row(1, '1', 'V1__a.sql', 'BASELINE'), _row(2, '2', 'V2__b.sql'), _row(3, None, 'R__view.sql'),
+           _row(4, '3.012', 'V3_012__c.sql'), _row(5, '3.013', 'V3_013__d.sql')]
+
+
+def test_select_rollback_by_target_steps_and_migration():
+    assert [r['version'] for r in fw.select_rollback(HISTORY, target='2')] == ['3.013', '3.012']
+    assert [r['version'] for r in fw.select_rollback(HISTORY, target='0')] == ['3.013', '3.012', '2']
+    assert [r['version'] for r in fw.select_rollback(HISTORY, steps=1)] == ['3.013']
+    assert [r['version'] for r in fw.select_rollback(HISTORY, migration='V3_012')] == ['3.013', '3.012']
+    assert [r['version'] for r in fw.select_rollback(HISTORY, migration='V3_012__c.sql')] == ['3.013', '3.012']
+    assert fw.select_rollback(HISTORY, migration='V9') == [], 'not applied: nothing to roll back'
+    assert fw.select_rollback(HISTORY, target='3.013') == []
+    with pytest.raises(fw.FlywayError, match='steps must be 1 or more'):
+        fw.select_rollback(HISTORY, steps=0)
+
+
+def test_an_undo_row_takes_its_version_out_and_the_version_is_the_highest_applied():
+    undone = HISTORY + [_row(6, '3.013', 'U3_013__d.sql', 'UNDO_SQL')]
+    assert [r['version'] for r in fw.applied_versioned(undone)] == ['2', '3.012']
+    assert fw.current_version(undone) == '3.012'
+    assert fw.current_version(HISTORY[:1]) == '1', 'a baseline is a schema version'
+    assert fw.current_version([]) is None
+
+
+def test_down_scripts_are_found_by_the_version_in_their_names(tmp_path):
+    folder = tmp_path / 'rollback_scripts'
+    (folder / 'old').mkdir(parents=True)
+    for name in ('rollback_V3_013.sql', 'V3_012__rollback.sql', 'U2__undo_b.sql', 'README.md', 'notes_v4.txt'):
+        (folder / name).write_text('--\n')
+    (folder / 'old' / 'rollback_V1.sql').write_text('--\n')
+    found = fw.down_scripts_in(str(folder), undo_only=False)
+    assert sorted((key, [p.rsplit('/', 1)[1] for p in paths]) for key, paths in found.items()) == [
+        ((1,), ['rollback_V1.sql']), ((2,), ['U2__undo_b.sql']), ((3, 12), ['V3_012__rollback.sql']),
+        ((3, 13), ['rollback_V3_013.sql'])]
+    # Beside the migrations only Flyway's undo naming counts: V files there are the migrations themselves.
+    assert list(fw.down_scripts_in(str(folder), undo_only=True)) == [(2,)]
+
+
+def test_connection_options_are_prisma_migrates(tmp_path):
+    jdbc, conn = fw.connection_settings(dict(login_host='db.internal', login_port=5433, db='app', login_user='m',
+                                             login_password='s3cret', ssl_mode='require'))
+    assert jdbc == 'jdbc:postgresql://db.internal:5433/app?sslmode=require'
+    assert conn == dict(host='db.internal', port=5433, dbname='app', user='m', password='s3cret', sslmode='require')
+    jdbc, conn = fw.connection_settings(dict(db_url='jdbc:postgresql://h:5432/app?user=u&password=p%40ss&ssl=true'))
+    assert jdbc == 'jdbc:postgresql://h:5432/app?user=u&password=p%40ss&ssl=true', 'a JDBC URL is passed on whole'
+    assert conn == dict(host='h', port=5432, dbname='app', user='u', password='p@ss')
+    jdbc, conn = fw.connection_settings(dict(db_url='postgres://u:p@h/app', db='other'))
+    assert jdbc == 'jdbc:postgresql://h:5432/other' and conn['dbname'] == 'other' and conn['password'] == 'p'
+    assert fw.connection_settings(dict(login_password='p')) == (None, dict(password='p')), \
+        'the database is left to fw.url in the configuration files'
+    with pytest.raises(fw.FlywayError, match='over TCP only'):
+        fw.connection_settings(dict(login_unix_socket='/run/postgresql'))
+    conf = tmp_path / 'flyway-prod.conf'
+    conf.write_text('# production\nflyway.url = jdbc:postgresql://db:5432/pm\n! also a comment\nflyway.user=migrator\n'
+                    'flyway.schemas=app,audit\nother.key=1\n')
+    assert fw.read_config_files([str(conf)]) == dict(url='jdbc:postgresql://db:5432/pm', user='migrator',
+                                                         schemas='app,audit')
