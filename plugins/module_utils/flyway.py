@@ -25,7 +25,7 @@ import os
 import re
 
 try:
-    from urllib.parse import unquote
+    from urllib.parse import unquote_plus
 except ImportError:  # pragma: no cover - Python 2 is not supported
     pass
 
@@ -408,7 +408,7 @@ def conn_from_jdbc(url):
     for pair in query.split('&'):
         key, dummy, value = pair.partition('=')
         if key in _JDBC_TO_LIBPQ and value:
-            conn[_JDBC_TO_LIBPQ[key]] = unquote(value)
+            conn[_JDBC_TO_LIBPQ[key]] = unquote_plus(value)  # pgjdbc decodes with URLDecoder: + is a space
     return conn
 
 
@@ -420,8 +420,15 @@ def connection_settings(params):
     jdbc, conn = None, {}
     if url:
         jdbc, url_user, url_password = jdbc_from_url(url)
-        conn = (conn_from_jdbc(jdbc) if url.startswith('jdbc:') else pg.parse_db_url(url)) or {}
-        if not url.startswith('jdbc:'):
+        if url.startswith('jdbc:'):
+            try:
+                conn = conn_from_jdbc(jdbc) or {}
+            except FlywayError:
+                # A JDBC URL Flyway reads but libpq cannot (several hosts, jdbc:postgresql:database) is passed on as
+                # it is; only the down path, which connects itself, then needs the database from other options.
+                conn = {}
+        else:
+            conn = pg.parse_db_url(url)
             conn.update(dict((k, v) for k, v in (('user', url_user), ('password', url_password)) if v))
     if params.get('login_unix_socket'):
         raise FlywayError('login_unix_socket: Flyway (JDBC) reaches PostgreSQL over TCP only; set login_host')
@@ -446,22 +453,39 @@ def connection_settings(params):
 
 
 def read_config_files(paths):
-    """The flyway.* settings of Flyway .conf files (Java properties: key=value, # and ! comments), later files win.
-    Read for the down path, which connects itself; Flyway reads the files for its own commands."""
-    settings = {}
+    """The flyway.* settings of Flyway .conf files, later files win, and whether a TOML file (Flyway 10+'s
+    flyway.toml, not read here) was among them. Java properties: key=value or key: value, # and ! comments, a
+    trailing backslash continues the line, backslash escapes. Read for the down path, which connects itself."""
+    settings, toml = {}, False
     for path in paths:
         if path.endswith('.toml'):
-            raise FlywayError("config_files: %s is TOML; the down path (state=rolled_back) reads .conf files only, so "
-                              'give the database with db_url or login_host, db, login_user and login_password' % path)
+            toml = True
+            continue
         with open(path, 'rb') as handle:
-            for raw in handle.read().decode('utf-8').splitlines():
-                line = raw.strip()
-                if not line or line[0] in '#!' or '=' not in line:
-                    continue
-                key, value = [part.strip() for part in line.split('=', 1)]
-                if key.startswith('flyway.'):
-                    settings[key[len('flyway.'):]] = value
-    return settings
+            text = handle.read().decode('utf-8', 'replace')
+        logical, pending = [], ''
+        for raw in text.splitlines():
+            line = raw.strip() if not pending else raw.lstrip()
+            if not pending and (not line or line[0] in '#!'):
+                continue
+            if (len(line) - len(line.rstrip('\\'))) % 2 == 1:  # an odd number of backslashes continues the line
+                pending += line[:-1]
+                continue
+            logical.append(pending + line)
+            pending = ''
+        if pending:
+            logical.append(pending)
+        for line in logical:
+            match = re.match(r'^((?:[^=:\s\\]|\\.)+)\s*[=:\s]\s*(.*)$', line)
+            if not match:
+                continue
+            key = re.sub(r'\\(.)', r'\1', match.group(1))
+            value = re.sub(r'\\u([0-9a-fA-F]{4})', lambda m: chr(int(m.group(1), 16)), match.group(2))
+            value = re.sub(r'\\(.)', lambda m: {'t': '\t', 'n': '\n', 'r': '\r', 'f': '\f'}.get(m.group(1), m.group(1)),
+                           value)
+            if key.startswith('flyway.'):
+                settings[key[len('flyway.'):]] = value
+    return settings, toml
 
 
 # -- the down path (state=rolled_back): Flyway's history and the project's rollback scripts -------------------
@@ -470,10 +494,11 @@ def read_config_files(paths):
 LOCK_MAGIC_NUM = 77431708279161
 HISTORY_TABLE = 'flyway_schema_history'
 # Down scripts: Flyway's undo naming U<version>__<description>.sql (in the migration locations or the down scripts
-# folder) and, in the down scripts folder only, names that carry V<version> such as runbook 002's
-# rollback_V3_013.sql or V3_013__rollback.sql.
+# folder) and, in the down scripts folder only (never a migration location), runbook 002's rollback_V3_013.sql
+# (rollback_V3_013_add_index.sql, rollback-V3_013.sql) or V3_013__<description>.sql.
 UNDO_SCRIPT_RE = re.compile(r'^U(?P<version>\d+(?:[._]\d+)*)__.*\.sql$', re.I)
-ROLLBACK_SCRIPT_RE = re.compile(r'(?:^|[_\-.])V(?P<version>\d+(?:[._]\d+)*)(?:__.*)?\.sql$', re.I)
+ROLLBACK_SCRIPT_RE = re.compile(r'^(?:rollback[_-]?)?V(?P<version>\d+(?:[._]\d+)*)(?:(?:__|[_.-])(?=\D).*)?\.sql$',
+                                re.I)
 
 
 def java_hash(text):
@@ -486,7 +511,10 @@ def java_hash(text):
 
 
 def lock_key(schema, table):
-    return LOCK_MAGIC_NUM + java_hash('"%s"."%s"' % (schema, table))
+    """Flyway's key for the history table: PostgreSQL's doQuote doubles embedded double quotes."""
+    def quoted(name):
+        return '"%s"' % name.replace('"', '""')
+    return LOCK_MAGIC_NUM + java_hash('%s.%s' % (quoted(schema), quoted(table)))
 
 
 def version_key(version):
@@ -503,7 +531,7 @@ def down_scripts_in(directory, undo_only):
     for root, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
         for name in sorted(files):
-            match = UNDO_SCRIPT_RE.match(name) or (None if undo_only else ROLLBACK_SCRIPT_RE.search(name))
+            match = UNDO_SCRIPT_RE.match(name) or (None if undo_only else ROLLBACK_SCRIPT_RE.match(name))
             if match:
                 found.setdefault(version_key(match.group('version')), []).append(os.path.join(root, name))
     return found
@@ -523,12 +551,14 @@ def read_history(connection, schema, table):
 
 def applied_versioned(rows):
     """The versioned migrations the history records as applied, in the order they were applied. A Teams undo
-    (an UNDO_* row) takes its version out again; baselines and the schema-creation marker are not migrations."""
+    (an UNDO_* row) or the DELETE row repair writes for a migration whose file is gone takes its version out again;
+    baselines (BASELINE, SQL_BASELINE, ...) and the schema-creation marker are not migrations."""
     applied = []
     for row in rows:
-        if not row['version'] or not row['success'] or row['type'] in ('BASELINE', 'SCHEMA'):
+        kind = (row['type'] or '').upper()
+        if not row['version'] or not row['success'] or kind.endswith('BASELINE') or kind == 'SCHEMA':
             continue
-        if row['type'].startswith('UNDO'):
+        if kind.startswith('UNDO') or kind == 'DELETE':
             applied = [a for a in applied if version_key(a['version']) != version_key(row['version'])]
         else:
             applied.append(row)
@@ -546,7 +576,9 @@ def select_rollback(rows, target=None, steps=None, migration=None):
     if migration is not None:
         key = migration if migration.lower().endswith('.sql') else version_key(normalize_target(migration))
         for index, row in enumerate(newest_first):
-            if row['script'] == key or (not isinstance(key, str) and version_key(row['version']) == key):
+            # Flyway records the script relative to its location (sub/V2__x.sql); results name the file.
+            if (isinstance(key, str) and key in (row['script'], os.path.basename(row['script'] or ''))) or \
+                    (not isinstance(key, str) and version_key(row['version']) == key):
                 return newest_first[:index + 1]
         return []
     bound = version_key(target)
@@ -576,5 +608,6 @@ def local_versions(directories):
 def current_version(rows):
     """The schema version the history records: the highest applied versioned migration or baseline."""
     versions = [r['version'] for r in applied_versioned(rows)]
-    versions += [r['version'] for r in rows if r['type'] == 'BASELINE' and r['success'] and r['version']]
+    versions += [r['version'] for r in rows if (r['type'] or '').upper().endswith('BASELINE') and r['success']
+                 and r['version']]
     return max(versions, key=version_key) if versions else None

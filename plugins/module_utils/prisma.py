@@ -648,8 +648,8 @@ class MigrationLock(down.AdvisoryLock):
     def __init__(self, connection_, wait):
         super(MigrationLock, self).__init__(
             connection_, ADVISORY_LOCK_KEY, wait,
-            ('another migration run holds the Prisma migration lock',
-             'wait for it (prisma migrate deploy) to finish, or raise timeout'))
+            ('The Prisma migration lock', 'Wait for the other migration run (prisma migrate deploy) to finish, or '
+                                          'raise timeout'))
 
     def __enter__(self):
         try:
@@ -661,15 +661,16 @@ class MigrationLock(down.AdvisoryLock):
 pg_message = down.pg_message
 
 
-def roll_back_one(connection_, db_schema, name, script_path):
-    """In one transaction: run the down script, mark the migration's applied row rolled back. Return seconds."""
+def roll_back_one(connection_, db_schema, name, script, source=None):
+    """In one transaction: run the down script (its text), mark the migration's applied row rolled back. Return
+    seconds."""
     table = pg.qualified(connection_, db_schema, MIGRATIONS_TABLE)
     applied = ' WHERE migration_name = %s AND finished_at IS NOT NULL AND rolled_back_at IS NULL'
     try:
         return down.run_down_script(
-            connection_, name, script_path,
+            connection_, name, script,
             claim=('SELECT id FROM ' + table + applied + ' FOR UPDATE', (name,)),
-            record=('UPDATE ' + table + ' SET rolled_back_at = now()' + applied, (name,)))
+            record=('UPDATE ' + table + ' SET rolled_back_at = now()' + applied, (name,)), source=source)
     except down.DownMigrationError as exc:
         raise PrismaError(str(exc), migration=exc.migration, database_message=exc.database_message)
 

@@ -408,8 +408,14 @@ executed_commands:
 '''
 
 import os
+import re
 import shutil
 import traceback
+
+try:
+    from urllib.parse import unquote
+except ImportError:  # pragma: no cover - Python 2 is not supported
+    pass
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_native
@@ -678,15 +684,32 @@ class FlywayMigrate(object):
 
     # -- the down path (state=rolled_back) ------------------------------------------------------------------------
     def down_path_database(self):
-        """(libpq keywords, history schema, history table): the options first, then the configuration files."""
+        """(libpq keywords, history schema or None for the connection's current schema, history table), settled as
+        Flyway settles them: its flags (extra_args) over FLYWAY_* environment variables over configuration files."""
         p = self.params
-        settings = fw.read_config_files(self.config_files) if self.config_files else {}
+        settings, toml = fw.read_config_files(self.config_files) if self.config_files else ({}, False)
+        for key, variable in (('defaultSchema', 'FLYWAY_DEFAULT_SCHEMA'), ('schemas', 'FLYWAY_SCHEMAS'),
+                              ('table', 'FLYWAY_TABLE'), ('url', 'FLYWAY_URL'), ('user', 'FLYWAY_USER'),
+                              ('password', 'FLYWAY_PASSWORD')):
+            if os.environ.get(variable):
+                settings[key] = os.environ[variable]
+        for arg in p['extra_args']:
+            key, dummy, value = arg.lstrip('-').partition('=')
+            if key in ('defaultSchema', 'table'):
+                settings[key] = value
         conn = dict(self.conn or {})
+        url = p['db_url'] if p['db_url'] and p['db_url'].startswith('jdbc:') else settings.get('url', '')
         if not conn.get('dbname'):
-            from_file = fw.conn_from_jdbc(settings['url']) if settings.get('url') else None
+            try:
+                from_file = fw.conn_from_jdbc(settings['url']) if settings.get('url') else None
+            except fw.FlywayError:
+                from_file = None
             if not from_file:
-                raise fw.FlywayError('state=rolled_back connects to the database itself: give it with db_url or '
-                                     'login_host and db (or flyway.url=jdbc:postgresql://... in config_files)')
+                raise fw.FlywayError('state=rolled_back connects to the database itself and found no database it can '
+                                     'reach: give it with db_url (postgres:// or jdbc:postgresql://host:port/database) '
+                                     'or login_host and db%s' % (
+                                         ' (a flyway.toml is not read for this)' if toml else
+                                         ', or flyway.url=jdbc:postgresql://host:port/database in config_files'))
             from_file.update(conn)
             conn = from_file
         for key in ('user', 'password'):
@@ -698,23 +721,29 @@ class FlywayMigrate(object):
         if conn.get('password'):
             self.runner.mask.append(conn['password'])
         file_schemas = [name.strip() for name in settings.get('schemas', '').split(',') if name.strip()]
-        schema = (self.schemas or file_schemas or ['public'])[0]
-        table = settings.get('table') or fw.HISTORY_TABLE
-        for arg in p['extra_args']:
-            if arg.lstrip('-').startswith('table='):
-                table = arg.split('=', 1)[1]
-        return conn, schema, table
+        current = re.search(r'[?&]currentSchema=([^&]+)', url or '')
+        schema = (settings.get('defaultSchema') or (self.schemas or file_schemas or [None])[0]
+                  or (unquote(current.group(1)).split(',')[0] if current else None))
+        return conn, schema, settings.get('table') or fw.HISTORY_TABLE
 
     def down_scripts_by_version(self):
         """{version key: [paths]} from down_scripts_path (any naming) and the local locations (U naming only)."""
         p = self.params
         found = {}
-        folders = [(path, True) for dummy, path in fw.location_dirs(p['locations'], self.cwd) if os.path.isdir(path)]
+        locations = [path for dummy, path in fw.location_dirs(p['locations'], self.cwd) if os.path.isdir(path)]
+        folders = [(path, True) for path in locations]
         if p['down_scripts_path']:
-            folder = os.path.join(self.cwd, p['down_scripts_path'])
+            folder = os.path.normpath(os.path.join(self.cwd, p['down_scripts_path']))
             if not os.path.isdir(folder):
                 raise fw.FlywayError("down_scripts_path: '%s' is not a directory (relative paths are taken from "
                                      'working_dir %s); nothing was rolled back' % (p['down_scripts_path'], self.cwd))
+            for location in locations:
+                inside = os.path.commonpath([folder, location])
+                if inside in (folder, location):
+                    # V<version>__*.sql there are the migrations themselves: never run one as its own down script.
+                    raise fw.FlywayError("down_scripts_path '%s' overlaps the migration location %s; keep the down "
+                                         'scripts in a folder of their own (runbook 002: rollback_scripts/). Nothing '
+                                         'was rolled back' % (p['down_scripts_path'], location))
             folders.append((folder, False))
         for folder, undo_only in folders:
             for key, paths in fw.down_scripts_in(folder, undo_only).items():
@@ -727,21 +756,51 @@ class FlywayMigrate(object):
             found[key] = [os.path.join(self.cwd, str(path))]
         return found
 
-    def plan_rollback(self, rows):
+    def check_boundary(self, rows, value, option):
+        """Refuse a target or migration that neither the history nor the migration files know (a typo)."""
         p = self.params
+        if value.endswith('?') or value.lower().endswith('.sql'):
+            return
+        key = fw.version_key(value)
+        local = fw.local_versions(path for dummy, path in fw.location_dirs(p['locations'], self.cwd))
+        if key != (0,) and key not in fw.known_versions(rows, local):
+            applied = [r['version'] for r in fw.applied_versioned(rows)]
+            raise fw.FlywayError("%s '%s' is neither in the schema history nor among the migration files (applied: %s); "
+                                 'nothing was rolled back. Give a version that exists%s'
+                                 % (option, p[option], ', '.join(applied[-5:]) or 'none',
+                                    ', or end it with ? to roll back everything above it anyway'
+                                    if option == 'target' else ''))
+
+    def plan_rollback(self, rows):
+        """What to roll back, newest first, each with its down script read and checked; refused before anything
+        runs (a failed migration recorded, an unknown target, a missing, ambiguous or unusable down script)."""
+        p = self.params
+        failed = [r for r in rows if not r['success']]
+        if failed:
+            raise fw.FlywayError('the schema history records failed migration(s) %s; nothing was rolled back. Clean '
+                                 'up what they did, run command=repair, then roll back'
+                                 % ', '.join(r['script'] or r['version'] for r in failed))
         target = self.target
         if target is not None:
-            optional = target.endswith('?')
+            self.check_boundary(rows, target, 'target')
             target = target.rstrip('?')
-            local = fw.local_versions(path for dummy, path in fw.location_dirs(p['locations'], self.cwd))
-            if not optional and fw.version_key(target) != (0,) and \
-                    fw.version_key(target) not in fw.known_versions(rows, local):
-                applied = [r['version'] for r in fw.applied_versioned(rows)]
-                raise fw.FlywayError("target '%s' is neither in the schema history nor among the migration files (applied: "
-                                     '%s); nothing was rolled back. Give a version that exists, or end it with ? to '
-                                     'roll back everything above it anyway'
-                                     % (p['target'], ', '.join(applied[-5:]) or 'none'))
-        targets = fw.select_rollback(rows, target=target, steps=p['steps'], migration=p['migration'])
+        migration = p['migration']
+        if migration is not None:
+            if migration.lower().endswith('.sql'):
+                scripts = set(r['script'] for r in rows) | set(os.path.basename(r['script'] or '') for r in rows)
+                if migration not in scripts:
+                    raise fw.FlywayError("migration '%s' is not in the schema history; nothing was rolled back"
+                                         % migration)
+            else:
+                try:
+                    migration = fw.normalize_target(migration)
+                except fw.FlywayError:
+                    migration = None
+                if migration in (None, 'latest', 'current', 'next') or migration.endswith('?'):
+                    raise fw.FlywayError("migration '%s' is neither a version (3.013, V3_013) nor a script name "
+                                         '(V3_013__add_index.sql); nothing was rolled back' % p['migration'])
+                self.check_boundary(rows, migration, 'migration')
+        targets = fw.select_rollback(rows, target=target, steps=p['steps'], migration=migration)
         scripts = self.down_scripts_by_version()
         where = p['down_scripts_path'] or (p['locations'][0] if p['locations'] else '.')
         plan = []
@@ -755,7 +814,22 @@ class FlywayMigrate(object):
                              down_script=candidates[0] if candidates else None,
                              expected=candidates[0] if candidates else '%s/rollback_V%s.sql or U%s__*.sql' % (
                                  where, row['version'].replace('.', '_'), row['version'].replace('.', '_'))))
+        try:
+            down.refuse_missing(plan, 'add it to down_scripts_path (rollback_V<version>.sql) or beside the migrations '
+                                      '(U<version>__<description>.sql), or name it in down_scripts; or go back with the '
+                                      'backup taken before the migration (runbook.deploy.pg_backup state=restored)')
+            for item in plan:
+                item['sql'] = down.read_script(item['name'], item['down_script'])
+        except down.DownMigrationError as exc:
+            raise fw.FlywayError(str(exc))
         return plan
+
+    def read_history(self, connection, schema, table):
+        rows = fw.read_history(connection, schema, table)
+        if rows is None:
+            raise fw.FlywayError('there is no %s in schema %s, so nothing can be rolled back there; check db_schema '
+                                 '(or schemas, -defaultSchema) and -table' % (table, schema))
+        return rows
 
     def do_rolled_back(self):
         p = self.params
@@ -765,56 +839,50 @@ class FlywayMigrate(object):
         conn, schema, table = self.down_path_database()
         connection = pg.connect(conn)
         try:
-            rows = fw.read_history(connection, schema, table)
-            if rows is None:
-                self.result.update(schema_version_before=None, schema_version=None)
-                self.module.warn('no %s in schema %s: nothing was ever migrated there, so nothing was rolled back'
-                                 % (table, schema))
-                return
+            if schema is None:
+                # As Flyway: without a schema configured, the connection's current one holds the history.
+                schema = pg.query_all(connection, 'SELECT current_schema()')[0][0] or 'public'
+            rows = self.read_history(connection, schema, table)
             self.result['schema_version_before'] = fw.current_version(rows)
-            failed = [r for r in rows if not r['success']]
-            if failed:
-                raise fw.FlywayError('the schema history records failed migration(s) %s; nothing was rolled back. Clean '
-                                     'up what they did, run command=repair, then roll back'
-                                     % ', '.join(r['script'] or r['version'] for r in failed))
             plan = self.plan_rollback(rows)
-            try:
-                down.refuse_missing(plan, 'add it to down_scripts_path (rollback_V<version>.sql) or beside the migrations '
-                                          '(U<version>__<description>.sql), or name it in down_scripts')
-            except down.DownMigrationError as exc:
-                raise fw.FlywayError(str(exc))
             if not plan:
                 self.result['schema_version'] = self.result['schema_version_before']
                 return
-            self.result['changed'] = True
             if self.check:
-                self.result['rolled_back'] = [dict((k, v) for k, v in item.items() if k not in ('name', 'expected'))
+                self.result['changed'] = True
+                self.result['rolled_back'] = [dict(((k, v) for k, v in item.items()
+                                                    if k not in ('name', 'expected', 'sql')), duration=None)
                                               for item in plan]
-                for entry in self.result['rolled_back']:
-                    entry['duration'] = None
                 undone = set(item['version'] for item in plan)
                 self.result['schema_version'] = fw.current_version([r for r in rows if r['version'] not in undone])
                 return
             qualified = pg.qualified(connection, schema, table)
             lock = down.AdvisoryLock(connection, fw.lock_key(schema, table), p['timeout'], (
-                'another Flyway run holds Flyway\'s migration lock on %s' % qualified,
-                'wait for it (flyway migrate) to finish, or raise timeout'))
+                "Flyway's migration lock on %s" % qualified,
+                'Wait for the other Flyway run (flyway migrate) to finish, or raise timeout'))
+
+            def plan_under_lock():
+                # A flyway migrate that held the lock may have applied something newer meanwhile.
+                fresh = self.read_history(connection, schema, table)
+                self.result['schema_version_before'] = fw.current_version(fresh)
+                return self.plan_rollback(fresh)
 
             def run_one(item):
                 return down.run_down_script(
-                    connection, item['name'], item['down_script'],
+                    connection, item['name'], item['sql'],
                     claim=('SELECT installed_rank FROM %s WHERE version = %%s AND success FOR UPDATE' % qualified,
                            (item['version'],)),
                     record=('DELETE FROM %s WHERE version = %%s' % qualified, (item['version'],)),
-                    search_path=pg.quote_ident(connection, schema))
+                    search_path=pg.quote_ident(connection, schema), source=item['down_script'])
             done = []
             try:
-                done = down.roll_back(lock, plan, run_one)
+                done = down.roll_back(lock, plan_under_lock, run_one)
             except Exception as exc:
                 done = getattr(exc, 'rolled_back', [])
                 raise
             finally:
                 self.result['rolled_back'] = [dict((k, v) for k, v in item.items() if k != 'name') for item in done]
+                self.result['changed'] = bool(done)
                 try:
                     self.result['schema_version'] = fw.current_version(fw.read_history(connection, schema, table))
                 except Exception:  # pylint: disable=broad-except

@@ -658,14 +658,9 @@ class PrismaMigrate(object):
         finally:
             connection.close()
 
-    def roll_back(self, status):
+    def plan_roll_back(self, status):
+        """What to roll back, newest first, each {name, down_script, expected, sql}; refused before anything runs."""
         p = self.params
-        self.result['rolled_back'] = []
-        for name in p['down_scripts']:
-            if name not in self.known:
-                raise prisma.PrismaError('down_scripts: ' + prisma.unknown_migration(name, self.known), migration=name)
-        if p['migration'] is not None and p['migration'] not in self.known:
-            raise prisma.PrismaError(prisma.unknown_migration(p['migration'], self.known), migration=p['migration'])
         if status['failed']:
             self.refuse_failed(status, 'nothing is rolled back while it is')
         targets = prisma.select_rollback(status, steps=p['steps'], migration=p['migration'], known=self.known)
@@ -679,24 +674,42 @@ class PrismaMigrate(object):
         try:
             down.refuse_missing(plan, 'add a %s beside the migration.sql, or give its path in down_scripts'
                                 % prisma.DOWN_FILE)
+            for item in plan:
+                item['sql'] = down.read_script(item['name'], item['down_script'])
         except down.DownMigrationError as exc:
             raise prisma.PrismaError(str(exc), migration=exc.migration)
+        return plan
+
+    def roll_back(self, status):
+        p = self.params
+        self.result['rolled_back'] = []
+        for name in p['down_scripts']:
+            if name not in self.known:
+                raise prisma.PrismaError('down_scripts: ' + prisma.unknown_migration(name, self.known), migration=name)
+        if p['migration'] is not None and p['migration'] not in self.known:
+            raise prisma.PrismaError(prisma.unknown_migration(p['migration'], self.known), migration=p['migration'])
+        plan = self.plan_roll_back(status)
         if not plan:
             return
-        self.result['changed'] = True
         if self.module.check_mode:
+            self.result['changed'] = True
             self.result['rolled_back'] = [dict(name=item['name'], down_script=item['down_script'], duration=None)
                                           for item in plan]
             return
         connection = pg.connect(self.conn)
+        done = []
         try:
-            self.result['rolled_back'] = down.roll_back(
-                prisma.MigrationLock(connection, p['timeout']), plan,
-                lambda item: prisma.roll_back_one(connection, self.db_schema, item['name'], item['down_script']))
-        except prisma.PrismaError as exc:
-            self.result['rolled_back'] = getattr(exc, 'rolled_back', [])
+            # Chosen again under the lock: a migration run that held it may have applied or rolled back meanwhile.
+            done = down.roll_back(
+                prisma.MigrationLock(connection, p['timeout']), lambda: self.plan_roll_back(self.read_status()),
+                lambda item: prisma.roll_back_one(connection, self.db_schema, item['name'], item['sql'],
+                                                  source=item['down_script']))
+        except Exception as exc:
+            done = getattr(exc, 'rolled_back', [])
             raise
         finally:
+            self.result['rolled_back'] = done
+            self.result['changed'] = bool(done)
             connection.close()
             try:
                 self.read_status()

@@ -525,7 +525,8 @@ def test_rolled_back_runs_the_projects_rollback_scripts_newest_first_under_flywa
         holder.autocommit = True
         holder.cursor().execute('SELECT pg_advisory_lock(%s)', (key,))
         locked = flyway(db, target='V2', timeout=1, **down)
-        assert_clear_failure(locked, 'pg_advisory_lock(%d)' % key)
+        assert_clear_failure(locked, 'pg_advisory_lock(%d)' % key, 'nothing was rolled back')
+        assert locked['changed'] is False and locked['rolled_back'] == []
         assert history(stack, db) == before
     finally:
         holder.close()
@@ -592,6 +593,24 @@ def test_flyway_undo_naming_steps_and_the_options_prisma_migrate_has(flyway, pro
     assert stack['RUNBOOK_PG_PASSWORD'] not in json.dumps(from_conf)
 
 
+def process_with_local_port(port):
+    """The pid of the process holding the TCP socket whose local port is port (from /proc, no extra tools)."""
+    inodes = set()
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        with open(table) as handle:
+            for line in handle.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(':', 1)[1], 16) == port:
+                    inodes.add('socket:[%s]' % fields[9])
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            if any(os.readlink('/proc/%s/fd/%s' % (pid, fd)) in inodes for fd in os.listdir('/proc/%s/fd' % pid)):
+                return int(pid)
+        except OSError:
+            continue
+    return None
+
+
 def test_a_rollback_killed_half_way_is_finished_by_running_it_again(flyway, rollback_project, make_db, stack, tmp_path):
     """SIGKILL the module while the second down script runs: the first migration stays rolled back, the second is
     untouched (its transaction died with the session), Flyway's lock is free again, and a re-run finishes."""
@@ -605,16 +624,17 @@ def test_a_rollback_killed_half_way_is_finished_by_running_it_again(flyway, roll
     killed = []
 
     def kill_during_the_second_script():
-        # Ansible runs modules from the main thread only (signal handlers), so the killer is the thread.
+        # Ansible runs modules from the main thread only (signal handlers), so the killer is the thread. It kills the
+        # process at the client end of the session running the sleep, not other tests' modules.
         deadline = time.time() + 30
         while time.time() < deadline and not killed:
-            if sql(stack, db, "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND query LIKE %s",
-                   (db, 'SELECT pg_sleep(60)%')):
-                pids = subprocess.run(['pgrep', '-f', 'AnsiballZ_flyway_migrate'], capture_output=True, text=True,
-                                      check=False).stdout.split()
-                for pid in pids:
-                    os.kill(int(pid), signal.SIGKILL)
-                killed.extend(pids)
+            ports = sql(stack, db, "SELECT client_port FROM pg_stat_activity WHERE datname = %s AND query LIKE %s",
+                        (db, 'SELECT pg_sleep(60)%'))
+            if ports:
+                pid = process_with_local_port(ports[0][0])
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
             time.sleep(0.2)
     killer = threading.Thread(target=kill_during_the_second_script)
     killer.start()
@@ -633,3 +653,78 @@ def test_a_rollback_killed_half_way_is_finished_by_running_it_again(flyway, roll
     rerun = flyway(db, timeout=10, **down)
     assert [e['version'] for e in rerun['rolled_back']] == ['3.012'], rerun
     assert versions(stack, db) == ['1', '2'] and not table_exists(stack, db, 'work_orders')
+
+
+def test_what_to_roll_back_is_chosen_again_once_flyways_lock_is_held(
+        flyway, rollback_project, make_db, stack, tmp_path):
+    """A flyway migrate holding the lock applies V3_014 while the rollback waits: steps=1 then rolls back V3_014,
+    the newest, not the V3_013 that was newest when the task started."""
+    import threading
+    import time
+    import psycopg2
+    db = make_db('fw', rows=None)
+    flyway(db)
+    (rollback_project / 'rollback_V3_014.sql').write_text('DROP TABLE audit_log;\n')
+    key = 77431708279161 + java_hash('"public"."flyway_schema_history"')
+    holder = psycopg2.connect(host=stack['RUNBOOK_PG_HOST'], port=stack['RUNBOOK_PG_PORT'], dbname=db,
+                              user=stack['RUNBOOK_PG_USER'], password=stack['RUNBOOK_PG_PASSWORD'])
+    holder.autocommit = True
+    holder.cursor().execute('SELECT pg_advisory_lock(%s)', (key,))
+
+    def migrate_meanwhile():
+        time.sleep(2)  # the rollback has read the history and waits for the lock
+        cursor = holder.cursor()
+        cursor.execute('CREATE TABLE audit_log (id int)')
+        cursor.execute("INSERT INTO flyway_schema_history (installed_rank, version, description, type, script, "
+                       "checksum, installed_by, execution_time, success) VALUES (6, '3.014', 'audit log', 'SQL', "
+                       "'V3_014__audit_log.sql', 0, 'flyway', 1, true)")
+        cursor.execute('SELECT pg_advisory_unlock(%s)', (key,))
+    meanwhile = threading.Thread(target=migrate_meanwhile)
+    meanwhile.start()
+    try:
+        rolled = flyway(db, state='rolled_back', steps=1, timeout=30, working_dir=str(tmp_path),
+                        down_scripts_path='rollback_scripts')
+    finally:
+        meanwhile.join(30)
+        holder.close()
+    assert [e['version'] for e in rolled['rolled_back']] == ['3.014'], rolled
+    assert (rolled['schema_version_before'], rolled['schema_version']) == ('3.014', '3.013')
+    assert versions(stack, db)[-1] == '3.013' and not table_exists(stack, db, 'audit_log')
+
+
+def test_refusals_before_anything_runs_and_the_schema_of_the_history(flyway, rollback_project, make_db, stack,
+                                                                     tmp_path):
+    db = make_db('fw', rows=None)
+    sql(stack, db, "CREATE SCHEMA app; CREATE FUNCTION public.drop_work_orders() RETURNS void LANGUAGE sql "
+                   "AS 'DROP TABLE app.work_orders'")
+    assert flyway(db, db_schema='app')['schema_version'] == '3.013'
+    app_history = sql(stack, db, 'SELECT version FROM app.flyway_schema_history ORDER BY installed_rank')
+    down = dict(state='rolled_back', working_dir=str(tmp_path), down_scripts_path='rollback_scripts', db_schema='app')
+
+    # The history table is in app: looking for it in public is an error, not "nothing to roll back".
+    assert_clear_failure(flyway(db, target='2', **dict(down, db_schema='public')),
+                         'there is no flyway_schema_history in schema public')
+    # A folder holding the migrations themselves would run V3_013__*.sql as its own down script.
+    assert_clear_failure(flyway(db, target='2', **dict(down, down_scripts_path=os.path.dirname(project_dir(tmp_path)))),
+                         'overlaps the migration location', 'Nothing was rolled back')
+    assert_clear_failure(flyway(db, migration='V3_14', **down), "migration 'V3_14' is neither in the schema history")
+    # A psql-style script with its own BEGIN/COMMIT would commit half a rollback: refused before anything runs.
+    (rollback_project / 'rollback_V3_012.sql').write_text('BEGIN;\n' + DOWN_3_012 + 'COMMIT;\n')
+    wrapped = flyway(db, target='2', **down)
+    assert_clear_failure(wrapped, 'rollback_V3_012.sql', 'controls transactions itself (BEGIN)')
+    assert wrapped['rolled_back'] == [] and wrapped['changed'] is False
+    assert sql(stack, db, 'SELECT version FROM app.flyway_schema_history ORDER BY installed_rank') == app_history
+
+    # The down script runs with app first on the search path and the connection's own after it, as Flyway's.
+    (rollback_project / 'rollback_V3_012.sql').write_text('SELECT public.drop_work_orders();\n')
+    (rollback_project / 'rollback_V3_013.sql').write_text('DROP INDEX work_orders_customer;\n'
+                                                          'ALTER TABLE customers DROP COLUMN tier;\n')
+    toml = tmp_path / 'flyway.toml'
+    toml.write_text('[flyway]\n')
+    rolled = flyway(db, target='2', config_files=[str(toml)], **down)
+    assert [e['version'] for e in rolled['rolled_back']] == ['3.013', '3.012'], rolled
+    assert sql(stack, db, 'SELECT version FROM app.flyway_schema_history ORDER BY installed_rank') == [('1',), ('2',)]
+
+
+def project_dir(tmp_path):
+    return str(tmp_path / 'db' / 'migrations')

@@ -492,5 +492,52 @@ def test_connection_options_are_prisma_migrates(tmp_path):
     conf = tmp_path / 'flyway-prod.conf'
     conf.write_text('# production\nflyway.url = jdbc:postgresql://db:5432/pm\n! also a comment\nflyway.user=migrator\n'
                     'flyway.schemas=app,audit\nother.key=1\n')
-    assert fw.read_config_files([str(conf)]) == dict(url='jdbc:postgresql://db:5432/pm', user='migrator',
-                                                         schemas='app,audit')
+    assert fw.read_config_files([str(conf)]) == (dict(url='jdbc:postgresql://db:5432/pm', user='migrator',
+                                                          schemas='app,audit'), False)
+
+
+def test_only_down_script_names_count_never_migrations_or_notes(tmp_path):
+    folder = tmp_path / 'rollback_scripts'
+    folder.mkdir()
+    for name in ('rollback_V3_013_add_index.sql', 'rollback-V4.sql', 'rollback_V3_0131.sql', 'R__V2.sql',
+                 'notes_v1.sql', 'seed_v2.sql', 'V10__undo.sql'):
+        (folder / name).write_text('--\n')
+    found = fw.down_scripts_in(str(folder), undo_only=False)
+    assert sorted((key, [p.rsplit('/', 1)[1] for p in paths]) for key, paths in found.items()) == [
+        ((3, 13), ['rollback_V3_013_add_index.sql']), ((3, 131), ['rollback_V3_0131.sql']), ((4,), ['rollback-V4.sql']),
+        ((10,), ['V10__undo.sql'])]
+
+
+def test_a_repair_delete_row_and_paid_baselines_are_not_applied_migrations():
+    rows = [_row(1, '1', 'B1__base.sql', 'SQL_BASELINE'), _row(2, '2', 'V2__b.sql'), _row(3, '3', 'V3__c.sql'),
+            _row(4, '2', 'V2__b.sql', 'DELETE')]
+    assert [r['version'] for r in fw.applied_versioned(rows)] == ['3']
+    assert [r['version'] for r in fw.select_rollback(rows, steps=1)] == ['3']
+    assert [r['version'] for r in fw.select_rollback(rows, target='1')] == ['3'], 'V2 is not rolled back twice'
+    assert fw.current_version(rows) == '3'
+
+
+def test_a_script_in_a_subfolder_is_found_by_its_file_name():
+    rows = [_row(1, '1', 'V1__a.sql'), _row(2, '2', 'sub/V2__b.sql')]
+    assert [r['version'] for r in fw.select_rollback(rows, migration='V2__b.sql')] == ['2']
+
+
+def test_the_lock_key_doubles_quotes_as_flyway_quotes_names():
+    assert fw.lock_key('we"ird', 'h') == 77431708279161 + fw.java_hash('"we""ird"."h"')
+
+
+def test_urls_libpq_cannot_read_are_passed_to_flyway_whole():
+    for url in ('jdbc:postgresql://h1:5432,h2:5432/app', 'jdbc:postgresql:app'):
+        assert fw.connection_settings(dict(db_url=url)) == (url, None)
+    jdbc, conn = fw.connection_settings(dict(db_url='jdbc:postgresql://h/app?password=a+b%2B'))
+    assert conn['password'] == 'a b+', 'pgjdbc decodes parameters with URLDecoder'
+
+
+def test_configuration_files_are_read_as_java_properties(tmp_path):
+    conf = tmp_path / 'flyway.conf'
+    conf.write_text('flyway.url: jdbc:postgresql://db:5432/\\\n    pm\nflyway.user  migrator\n'
+                    'flyway.password=p\\=ss\\u0021\nflyway.table = hist\n')
+    toml = tmp_path / 'flyway.toml'
+    toml.write_text('[environments.default]\n')
+    assert fw.read_config_files([str(conf), str(toml)]) == (
+        dict(url='jdbc:postgresql://db:5432/pm', user='migrator', password='p=ss!', table='hist'), True)
