@@ -143,9 +143,11 @@ options:
     type: str
   down_scripts_path:
     description:
-      - With O(state=rolled_back), a folder (relative to O(working_dir)) of down scripts, looked up by version in
-        their names - runbook 002's C(rollback_V3_013.sql), C(V3_013__rollback.sql) or Flyway's undo naming
-        C(U3_013__drop_index.sql) - in it and its subfolders.
+      - With O(state=rolled_back), a folder (relative to O(working_dir)) of down scripts, looked up by the version in
+        their names - runbook 002's C(rollback_V3_013.sql) (also C(rollback_V3_013_add_index.sql),
+        C(rollback-V3_013.sql)), C(V3_013__<description>.sql) or Flyway's undo naming C(U3_013__<description>.sql) -
+        in it and its subfolders. Two scripts for one version are refused.
+      - It must not overlap a migration location (there the V files are the migrations themselves).
       - C(U<version>__*.sql) files in the local O(locations) are found too, as Flyway Teams finds them.
     type: path
   down_scripts:
@@ -195,9 +197,17 @@ notes:
     C(flyway_schema_history), as if it had never run, so the next C(flyway migrate) applies it again. A failing
     down script leaves that migration applied and the newer ones rolled back; a killed run leaves every migration
     either rolled back or untouched, and running the task again finishes the job."
-  - Repeatable migrations (C(R__)) are not rolled back. Down scripts must be able to run in a transaction
-    (no C(DROP INDEX CONCURRENTLY)). The other way back is the backup taken before the migration
-    (M(runbook.deploy.pg_backup) with C(state=restored)).
+  - What to roll back is chosen again once the lock is held, from the history as it is then. Down scripts are read
+    as UTF-8 and refused before anything runs when they control transactions themselves (C(BEGIN;) ... C(COMMIT;),
+    as psql scripts often do) or cannot run in a transaction (C(DROP INDEX CONCURRENTLY) fails there). They run with
+    the history's schema first on the search path and the connection's own after it, as Flyway runs migrations.
+  - The history table is found as Flyway finds it - O(db_schema) or O(schemas), C(-defaultSchema) and C(-table) in
+    O(extra_args), C(FLYWAY_*) variables, C(flyway.defaultSchema), C(flyway.schemas) and C(flyway.table) in
+    O(config_files), the JDBC URL's C(currentSchema), else the connection's current schema - and the task fails
+    when it is not there.
+  - Repeatable migrations (C(R__)) are not rolled back, and rows that C(repair) marked deleted are not applied
+    migrations. The other way back is the backup taken before the migration (M(runbook.deploy.pg_backup) with
+    C(state=restored)).
   - On PostgreSQL each migration runs in its own transaction, so a failed migration is rolled back and leaves no
     row in C(flyway_schema_history); the earlier migrations of the same run stay applied. A migration that cannot
     run in a transaction (C(CREATE INDEX CONCURRENTLY)) that fails leaves a failed row; Flyway then refuses to
