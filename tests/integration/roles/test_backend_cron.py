@@ -150,6 +150,11 @@ class TestCronJobsOfOneSite(object):
         assert run_entries(site) == sorted([
             'v1 refresh v1 hello from app1 %s' % os.path.realpath(site['app1'] + '/releases/v1'),
             'v1 reports hello from app1', 'v1 reports hello from app2'])
+        # Every run leaves its trace on the host (cron mails nobody here): start, end with the exit code, the last run.
+        log = (site['tmp'] / 'app1' / 'shared' / 'cron' / 'log' / 'refresh-views.log').read_text().splitlines()
+        assert [line.split(' ', 1)[1].split(' after ')[0] for line in log] == ['start: release v1', 'end: exit 0']
+        last = (site['tmp'] / 'app1' / 'shared' / 'cron' / 'log' / 'refresh-views.last').read_text()
+        assert ' end: exit 0 after ' in last
         # The commands live in the release, not in the crontab (which names the job only).
         assert [job['name'] for job in json.loads((site['tmp'] / 'app1' / 'releases' / 'v1' / '.runbook-cron' / 'jobs.json')
                                                   .read_text())] == ['refresh-views', 'scheduled-reports']
@@ -199,8 +204,10 @@ class TestCronJobsOfOneSite(object):
         assert slow.poll() == 0 and 'slow done' in site['out'].read_text(), 'the pause returned before the job ended'
         assert waited >= 2, waited
         assert marker.read_text().startswith('deployment 4242 at ')
-        # Paused: every entry of the host runs and does nothing (app2's are not paused).
+        # Paused: every entry of the host runs and does nothing (app2's are not paused), and says why in its log.
         assert run_entries(site) == ['v1 reports hello from app2']
+        log = (site['tmp'] / 'app1' / 'shared' / 'cron' / 'log' / 'refresh-views.log').read_text()
+        assert ' skipped: paused (deployment 4242 at ' in log
 
         # A job that does not end within backend_cron_pause_timeout: the run fails, saying so; the jobs stay paused.
         stuck = subprocess.Popen(['flock', '-s', site['app1'] + '/shared/cron/jobs.lock', 'sleep', '20'])
