@@ -143,7 +143,7 @@ options:
     type: str
   down_scripts_path:
     description:
-      - With O(state=rolled_back), a folder (relative to O(working_dir)) of down scripts, looked up by the version in
+      - With O(state=rolled_back) or O(require_down_scripts), a folder (relative to O(working_dir)) of down scripts, looked up by the version in
         their names - runbook 002's C(rollback_V3_013.sql) (also C(rollback_V3_013_add_index.sql),
         C(rollback-V3_013.sql)), C(V3_013__<description>.sql) or Flyway's undo naming C(U3_013__<description>.sql) -
         in it and its subfolders. Two scripts for one version are refused.
@@ -156,6 +156,14 @@ options:
         O(working_dir)); they win over the ones found by name.
     type: dict
     default: {}
+  require_down_scripts:
+    description:
+      - With O(state=deployed) or O(state=status), fail before applying anything when a pending versioned migration
+        has no down script (found as O(state=rolled_back) finds them, in O(down_scripts_path), O(down_scripts) or
+        as C(U<version>__*.sql) beside the migrations) - runbooks 000 and 002, "rollback scripts prepared".
+      - With O(state=deployed) it costs one more C(flyway info) before C(migrate).
+    type: bool
+    default: false
   timeout:
     description:
       - With O(state=rolled_back), seconds to wait for Flyway's migration lock while another Flyway run holds it
@@ -482,11 +490,15 @@ class FlywayMigrate(object):
         if self.target and self.command in ('repair', 'baseline'):
             raise fw.FlywayError('target does not apply to command=%s; it limits info, migrate, validate and undo'
                                  % self.command)
-        for option in ('steps', 'migration', 'down_scripts_path'):
+        for option in ('steps', 'migration'):
             if p[option] not in (None, '') and self.command != 'rolled_back':
                 raise fw.FlywayError('%s is only used with state=rolled_back' % option)
-        if p['down_scripts'] and self.command != 'rolled_back':
-            raise fw.FlywayError('down_scripts is only used with state=rolled_back')
+        finding = self.command == 'rolled_back' or (p['require_down_scripts'] and self.command in ('info', 'migrate'))
+        if (p['down_scripts_path'] or p['down_scripts']) and not finding:
+            raise fw.FlywayError('down_scripts_path and down_scripts are only used with state=rolled_back, or with '
+                                 'require_down_scripts and state=status or state=deployed')
+        if p['require_down_scripts'] and self.command not in ('info', 'migrate'):
+            raise fw.FlywayError('require_down_scripts is only used with state=status or state=deployed')
         if self.command == 'rolled_back' and self.target in ('latest', 'current', 'next'):
             raise fw.FlywayError('target: with state=rolled_back give the version to return to (V009, 3.011), not %s'
                                  % self.target)
@@ -579,6 +591,21 @@ class FlywayMigrate(object):
         info = self.info()
         self.result['schema_version_before'] = info['schema_version']
         self.report_info(info)
+        if self.params['require_down_scripts']:
+            self.require_down_scripts(info)
+
+    def require_down_scripts(self, info):
+        """Runbooks 000 and 002, "rollback scripts prepared": every versioned migration about to be applied has its
+        down script, so that state=rolled_back can undo it if the deployment fails."""
+        found = self.down_scripts_by_version()
+        missing = [fw.migration_name(m) for m in info['pending']
+                   if m['version'] and fw.version_key(m['version']) not in found]
+        if missing:
+            raise fw.FlywayError(
+                'require_down_scripts: no down script for the pending migration(s) %s (rollback_V<version>.sql in '
+                'down_scripts_path, or U<version>__*.sql beside the migrations); nothing was applied. Write them, or '
+                'deploy without require_down_scripts (a failed deployment then goes back with the backup taken before '
+                'the migrations)' % ', '.join(missing))
 
     def do_validate(self):
         dummy, doc, dummy_err = self.flyway('validate')
@@ -590,10 +617,14 @@ class FlywayMigrate(object):
                                  % (len(validation['invalid_migrations']), fw.describe_invalid(validation)))
 
     def do_migrate(self):
+        if self.params['require_down_scripts'] and not self.check:
+            self.require_down_scripts(self.info())
         if self.check:
             info = self.info()
             self.result['schema_version_before'] = info['schema_version']
             self.report_info(info)
+            if self.params['require_down_scripts']:
+                self.require_down_scripts(info)
             if info['failed']:
                 raise fw.FlywayError('migrate would fail: the schema history records failed migration(s) %s; clean up '
                                      'what they did, then run command=repair'
@@ -922,6 +953,7 @@ def main():
         down_scripts_path=dict(type='path'),
         down_scripts=dict(type='dict', default={}),
         timeout=dict(type='int', default=600),
+        require_down_scripts=dict(type='bool', default=False),
         baseline_version=dict(type='str'),
         extra_args=dict(type='list', elements='str', default=[]),
     )

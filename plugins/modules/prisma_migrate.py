@@ -139,6 +139,13 @@ options:
         of migration name to script path (relative to O(project_path) or absolute).
     type: dict
     default: {}
+  require_down_scripts:
+    description:
+      - With O(state=deployed) or O(state=status), fail before applying anything when a pending migration has no
+        C(down.sql) beside its C(migration.sql) (runbooks 000 and 002, "rollback scripts prepared"), so that a
+        failed deployment can be undone with O(state=rolled_back).
+    type: bool
+    default: false
 extends_documentation_fragment:
   - runbook.deploy.postgres
 attributes:
@@ -514,12 +521,26 @@ class PrismaMigrate(object):
             self.ready_engine()  # a missing CLI or Node is reported before anything else
         status = self.read_status()
         self.warn_about_drift(status)
+        if self.params['require_down_scripts'] and state in ('status', 'deployed'):
+            self.require_down_scripts(status)
         if state == 'deployed':
             self.deploy(status)
         elif state == 'resolved':
             self.resolve(status)
         elif state == 'rolled_back':
             self.roll_back(status)
+
+    def require_down_scripts(self, status):
+        """Runbooks 000 and 002, "rollback scripts prepared": every migration about to be applied has its down
+        script, so that state=rolled_back can undo it if the deployment fails."""
+        local = dict((m['name'], m) for m in self.local)
+        missing = [name for name in status['pending'] if not (local.get(name) or {}).get('down_script')]
+        if missing:
+            raise prisma.PrismaError(
+                'require_down_scripts: no down script for the pending migration(s) %s (%s beside each migration.sql); '
+                'nothing was applied. Write them, or deploy without require_down_scripts (a failed deployment then goes '
+                'back with the backup taken before the migrations)'
+                % (', '.join(missing), prisma.DOWN_FILE), migration=missing[0])
 
     def refuse_failed(self, status, doing):
         failed = status['failed'][0]
@@ -735,6 +756,7 @@ def main():
         migration=dict(type='str'),
         steps=dict(type='int'),
         down_scripts=dict(type='dict', default={}),
+        require_down_scripts=dict(type='bool', default=False),
     )
     argument_spec['as'] = dict(type='str', choices=['applied', 'rolled_back'])
     module = AnsibleModule(

@@ -167,3 +167,26 @@ def test_flyway_rollback_runs_the_projects_down_scripts_through_flyway_migrate(t
     assert sql(stack, db, 'SELECT version FROM flyway_schema_history ORDER BY installed_rank') == [('1',)]
     assert sql(stack, db, "SELECT count(*) FROM pg_tables WHERE tablename IN ('sync_queue', 'feature_flags')") == [(0,)]
     assert stack['RUNBOOK_PG_PASSWORD'] not in output
+
+
+def test_migrate_require_down_scripts_stops_before_anything_is_applied(tmp_path, stack, make_db):
+    db = make_db('migrate_flyway_need', rows=None)
+    project = tmp_path / 'flyway'
+    shutil.copytree(os.path.join(REPO, 'sample_app', 'flyway'), str(project))
+    (project / 'undo' / 'U3__add_case_status.sql').unlink()
+    role_vars = dict(migrate_tool='flyway', migrate_project_path=str(project), migrate_require_down_scripts=True,
+                     migrate_flyway_executable=os.path.join(REPO, 'tests', 'doubles', 'flyway', 'flyway'),
+                     migrate_db_login_host=stack['RUNBOOK_PG_HOST'], migrate_db_login_port=int(stack['RUNBOOK_PG_PORT']),
+                     migrate_db_login_user=stack['RUNBOOK_PG_USER'],
+                     migrate_db_login_password=stack['RUNBOOK_PG_PASSWORD'], migrate_db_db=db)
+    playbook = [{'name': 'migrate', 'hosts': 'localhost', 'gather_facts': False, 'tasks': [
+        {'name': 'migrate', 'ansible.builtin.include_role': {'name': 'runbook.deploy.migrate'}, 'vars': role_vars}]}]
+    path = tmp_path / 'play.yml'
+    path.write_text(yaml.safe_dump(playbook))
+    proc = subprocess.run([os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
+                           str(path)], capture_output=True, text=True, check=False, timeout=240)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-4000:]
+    assert 'no down script for the pending migration(s) V3__add_case_status.sql' in output, output[-4000:]
+    assert sql(stack, db, "SELECT to_regclass('flyway_schema_history') IS NULL") == [(True,)], 'nothing is applied'
+    assert stack['RUNBOOK_PG_PASSWORD'] not in output

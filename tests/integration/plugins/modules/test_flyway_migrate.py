@@ -728,3 +728,18 @@ def test_refusals_before_anything_runs_and_the_schema_of_the_history(flyway, rol
 
 def project_dir(tmp_path):
     return str(tmp_path / 'db' / 'migrations')
+
+
+def test_require_down_scripts_refuses_before_applying_anything(flyway, rollback_project, make_db, stack, tmp_path):
+    """Runbook 002 "Rollback scripts prepared": a pending migration without its rollback script stops the deployment
+    before anything is applied (also predicted by check mode); with every script there, it deploys."""
+    db = make_db('fw', rows=None)
+    need = dict(require_down_scripts=True, working_dir=str(tmp_path), down_scripts_path='rollback_scripts')
+    for check in (True, False):
+        refused = flyway(db, check=check, **need)
+        assert_clear_failure(refused, 'no down script for the pending migration(s) V1__customers.sql, V2__email.sql',
+                             'nothing was applied')
+        assert not table_exists(stack, db, 'flyway_schema_history')
+    (rollback_project / 'rollback_V1.sql').write_text('DROP TABLE customers;\n')
+    (rollback_project / 'rollback_V2.sql').write_text('ALTER TABLE customers DROP COLUMN email;\n')
+    assert flyway(db, **need)['schema_version'] == '3.013'

@@ -361,3 +361,18 @@ def test_empty_or_missing_migrations_folder_fails_naming_migrations_path(prisma,
         deployed = prisma('deployed', migrations_path=str(folder), allow_empty=True)
         assert not deployed.get('failed'), deployed
         assert deployed['changed'] is False and deployed['applied'] == [] and deployed['executed_commands'] == []
+
+
+def test_require_down_scripts_refuses_before_applying_anything(prisma, stack):
+    """Runbook 000 item 3, "rollback migrations prepared": a pending migration without its down.sql stops the
+    deployment before anything is applied; with every down.sql there, it deploys."""
+    (prisma.project / 'prisma' / 'migrations' / M2 / 'down.sql').unlink()
+    without = [M2]
+    refused = prisma('deployed', engine='native', require_down_scripts=True)
+    assert_clear_failure(refused, 'require_down_scripts: no down script for the pending migration(s) %s' % without[0],
+                         'nothing was applied')
+    assert not relation_exists(stack, prisma.db, '_prisma_migrations')
+    for name in without:
+        (prisma.project / 'prisma' / 'migrations' / name / 'down.sql').write_text('SELECT 1;\n')
+    deployed = prisma('deployed', engine='native', require_down_scripts=True)
+    assert deployed['changed'] is True, deployed
