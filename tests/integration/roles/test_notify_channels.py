@@ -123,3 +123,30 @@ def test_each_event_reaches_the_channels_that_hear_it_and_an_outage_spares_the_o
     assert outcome['audit']['sent'] and outcome['oncall']['sent'] and not outcome['incidents']['sent']
     assert 'webhook could not be reached' in outcome['incidents']['error'], outcome
     assert TOKEN not in json.dumps(last[2]) and 'WARNING: the failure notification was not delivered' in output
+
+
+def test_the_deployments_messages_carry_its_expected_duration_downtime_and_links(tmp_path):
+    """Runbook 002's start message ("Expected duration / Expected downtime / Monitoring: [DASHBOARD_URL]") from the
+    deployment role's own variables, as the playbooks send it (tasks_from: notify)."""
+    audit = WebhookRecorder(str(tmp_path / 'audit.jsonl')).start()
+    tasks = [{'name': 'Start message', 'ansible.builtin.include_role': {
+        'name': 'runbook.deploy.deployment', 'tasks_from': 'notify'}, 'vars': {'deployment_notify_event': 'start'}}]
+    play = {'name': 'Notify', 'hosts': 'localhost', 'gather_facts': False, 'tasks': tasks, 'vars': {
+        'runbook_environment': 'production', 'runbook_version': 'v3.0.0', 'notify_delegate_to': 'localhost',
+        'notify_channels': [{'name': 'audit', 'type': 'webhook', 'url': '%s/audit/%s' % (audit.url, TOKEN)}],
+        'deployment_expected_duration': '45 minutes', 'deployment_expected_downtime': 'None (rolling deployment)',
+        'deployment_links': {'Monitoring': 'https://grafana.example.test/d/deployments'}}}
+    playbook = tmp_path / 'notify.yml'
+    playbook.write_text(yaml.safe_dump([play], sort_keys=False))
+    try:
+        run = subprocess.run([os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
+                              str(playbook)], capture_output=True, text=True, check=False, timeout=300,
+                             env=dict(os.environ, ANSIBLE_PYTHON_INTERPRETER=os.path.join(REPO, '.venv', 'bin', 'python')))
+    finally:
+        audit.stop()
+    assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
+    [record] = _records(audit)
+    assert record['event'] == 'start'
+    for line in ('Expected duration: 45 minutes', 'Expected downtime: None (rolling deployment)',
+                 'Monitoring: https://grafana.example.test/d/deployments'):
+        assert line in record['text'].splitlines(), record['text']
