@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import threading
 import time
 
 import psycopg2
+import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -123,3 +125,13 @@ class RequestLoop(object):
     def __exit__(self, *exc):
         self.done.set()
         self.thread.join()
+
+
+def play_on_localhost(tmp_path, plays, name='play.yml', timeout=240, env=None):
+    """Write plays (a list of play dicts) to tmp_path/name and run them with ansible-playbook on localhost through
+    the local connection; return (exit code, stdout + stderr)."""
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(plays, sort_keys=False))
+    proc = subprocess.run([os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
+                           str(path)], capture_output=True, text=True, check=False, timeout=timeout, env=env)
+    return proc.returncode, proc.stdout + proc.stderr

@@ -16,7 +16,7 @@ import subprocess
 import pytest
 import yaml
 
-from helpers import REPO, sql
+from helpers import REPO, play_on_localhost, sql
 
 FIXTURES = os.path.join(REPO, 'tests', 'fixtures', 'prisma')
 ITEMS = '20261105000000_create_items'
@@ -153,12 +153,8 @@ def test_flyway_rollback_runs_the_projects_down_scripts_through_flyway_migrate(t
             'dest': str(results), 'mode': '0600',
             'content': '{{ {"to_version": to_version, "applied": migrate_result.applied, '
                        '"undone": migrate_rollback_result} | to_json }}'}}]}]
-    path = tmp_path / 'play.yml'
-    path.write_text(yaml.safe_dump(playbook))
-    proc = subprocess.run([os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
-                           str(path)], capture_output=True, text=True, check=False, timeout=240)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-6000:]
+    rc, output = play_on_localhost(tmp_path, playbook)
+    assert rc == 0, output[-6000:]
     seen = json.loads(results.read_text())
     assert seen['to_version']['rolled_back'] == ['V3__add_case_status.sql', 'V2__add_sync_queue_and_feature_flags.sql']
     assert seen['to_version']['current_version'] == '1'
@@ -181,12 +177,8 @@ def test_migrate_require_down_scripts_stops_before_anything_is_applied(tmp_path,
                      migrate_db_login_password=stack['RUNBOOK_PG_PASSWORD'], migrate_db_db=db)
     playbook = [{'name': 'migrate', 'hosts': 'localhost', 'gather_facts': False, 'tasks': [
         {'name': 'migrate', 'ansible.builtin.include_role': {'name': 'runbook.deploy.migrate'}, 'vars': role_vars}]}]
-    path = tmp_path / 'play.yml'
-    path.write_text(yaml.safe_dump(playbook))
-    proc = subprocess.run([os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
-                           str(path)], capture_output=True, text=True, check=False, timeout=240)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0, output[-4000:]
+    rc, output = play_on_localhost(tmp_path, playbook)
+    assert rc != 0, output[-4000:]
     assert 'no down script for the pending migration(s) V3__add_case_status.sql' in output, output[-4000:]
     assert sql(stack, db, "SELECT to_regclass('flyway_schema_history') IS NULL") == [(True,)], 'nothing is applied'
     assert stack['RUNBOOK_PG_PASSWORD'] not in output

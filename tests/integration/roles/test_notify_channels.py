@@ -15,7 +15,7 @@ import uuid
 
 import yaml
 
-from helpers import REPO, free_port
+from helpers import REPO, free_port, play_on_localhost
 
 sys.path.insert(0, os.path.join(REPO, 'tests', 'servers'))
 from webhook_recorder import WebhookRecorder  # noqa: E402  pylint: disable=wrong-import-position
@@ -136,15 +136,12 @@ def test_the_deployments_messages_carry_its_expected_duration_downtime_and_links
         'notify_channels': [{'name': 'audit', 'type': 'webhook', 'url': '%s/audit/%s' % (audit.url, TOKEN)}],
         'deployment_expected_duration': '45 minutes', 'deployment_expected_downtime': 'None (rolling deployment)',
         'deployment_links': {'Monitoring': 'https://grafana.example.test/d/deployments'}}}
-    playbook = tmp_path / 'notify.yml'
-    playbook.write_text(yaml.safe_dump([play], sort_keys=False))
     try:
-        run = subprocess.run([os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
-                              str(playbook)], capture_output=True, text=True, check=False, timeout=300,
-                             env=dict(os.environ, ANSIBLE_PYTHON_INTERPRETER=os.path.join(REPO, '.venv', 'bin', 'python')))
+        rc, output = play_on_localhost(tmp_path, [play], name='notify.yml', env=dict(
+            os.environ, ANSIBLE_PYTHON_INTERPRETER=os.path.join(REPO, '.venv', 'bin', 'python')))
     finally:
         audit.stop()
-    assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
+    assert rc == 0, output[-5000:]
     [record] = _records(audit)
     assert record['event'] == 'start'
     for line in ('Expected duration: 45 minutes', 'Expected downtime: None (rolling deployment)',

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 
 import pytest
-import yaml
 
-from helpers import REPO, sql
+from helpers import REPO, play_on_localhost, sql
 
 FIXTURES = os.path.join(REPO, 'tests', 'fixtures', 'prisma')
 KEPT = '20261103000000_add_order_status'
@@ -64,12 +62,8 @@ def test_migration_tool_rollback_finds_the_down_scripts_in_the_release_being_und
                  'tasks': [{'name': 'roll back', 'ansible.builtin.include_role': {'name': 'runbook.deploy.rollback'},
                             'vars': role_vars},
                            {'name': 'show', 'ansible.builtin.debug': {'var': 'rollback_result'}}]}]
-    path = tmp_path / 'play.yml'
-    path.write_text(yaml.safe_dump(playbook))
-    proc = subprocess.run([os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
-                           str(path)], capture_output=True, text=True, check=False, timeout=240)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-6000:]
+    rc, output = play_on_localhost(tmp_path, playbook)
+    assert rc == 0, output[-6000:]
     assert 'notes' not in _columns(stack, db)
     assert sql(stack, db, 'SELECT rolled_back_at IS NOT NULL FROM _prisma_migrations WHERE migration_name = %s',
                (NOTES,)) == [(True,)]
