@@ -65,8 +65,8 @@ class AdvisoryLock(object):
                 return self
             if deadline is not None and time.time() >= deadline:
                 raise DownMigrationError('%s (pg_advisory_lock(%d)) is still held by another session after %s seconds; '
-                                         'nothing was rolled back. %s' % (self.holder[0], self.key, self.wait,
-                                                                          self.holder[1]))
+                                         'nothing was changed. %s' % (self.holder[0], self.key, self.wait,
+                                                                      self.holder[1]))
             time.sleep(0.5)
 
     def __exit__(self, *exc):

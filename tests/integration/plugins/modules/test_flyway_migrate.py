@@ -525,7 +525,7 @@ def test_rolled_back_runs_the_projects_rollback_scripts_newest_first_under_flywa
         holder.autocommit = True
         holder.cursor().execute('SELECT pg_advisory_lock(%s)', (key,))
         locked = flyway(db, target='V2', timeout=1, **down)
-        assert_clear_failure(locked, 'pg_advisory_lock(%d)' % key, 'nothing was rolled back')
+        assert_clear_failure(locked, 'pg_advisory_lock(%d)' % key, 'nothing was changed')
         assert locked['changed'] is False and locked['rolled_back'] == []
         assert history(stack, db) == before
     finally:
