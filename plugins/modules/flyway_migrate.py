@@ -600,6 +600,19 @@ class FlywayMigrate(object):
         found = self.down_scripts_by_version()
         missing = [fw.migration_name(m) for m in info['pending']
                    if m['version'] and fw.version_key(m['version']) not in found]
+        for entry in info['pending']:
+            paths = found.get(fw.version_key(entry['version'])) if entry['version'] else None
+            if not paths:
+                continue
+            # What the rollback would refuse, refused now: two scripts for one version, or one it cannot run.
+            if len(paths) > 1:
+                raise fw.FlywayError('require_down_scripts: more than one down script for %s: %s; keep one. Nothing '
+                                     'was applied' % (fw.migration_name(entry), ', '.join(paths)))
+            try:
+                down.read_script(fw.migration_name(entry), paths[0])
+            except down.DownMigrationError as exc:
+                reason = str(exc).replace('nothing was rolled back', 'nothing was applied')
+                raise fw.FlywayError('require_down_scripts: %s' % reason)
         if missing:
             raise fw.FlywayError(
                 'require_down_scripts: no down script for the pending migration(s) %s (rollback_V<version>.sql in '
@@ -775,17 +788,19 @@ class FlywayMigrate(object):
         folders = [(path, True) for path in locations]
         if p['down_scripts_path']:
             folder = os.path.normpath(os.path.join(self.cwd, p['down_scripts_path']))
-            if not os.path.isdir(folder):
+            if not os.path.isdir(folder) and self.command == 'rolled_back':
                 raise fw.FlywayError("down_scripts_path: '%s' is not a directory (relative paths are taken from "
                                      'working_dir %s); nothing was rolled back' % (p['down_scripts_path'], self.cwd))
+            # require_down_scripts: a folder that does not exist yet holds no script; the refusal names what is missing.
             for location in locations:
                 inside = os.path.commonpath([folder, location])
                 if inside in (folder, location):
                     # V<version>__*.sql there are the migrations themselves: never run one as its own down script.
                     raise fw.FlywayError("down_scripts_path '%s' overlaps the migration location %s; keep the down "
                                          'scripts in a folder of their own (runbook 002: rollback_scripts/). Nothing '
-                                         'was rolled back' % (p['down_scripts_path'], location))
-            folders.append((folder, False))
+                                         'was changed' % (p['down_scripts_path'], location))
+            if os.path.isdir(folder):
+                folders.append((folder, False))
         for folder, undo_only in folders:
             for key, paths in fw.down_scripts_in(folder, undo_only).items():
                 found.setdefault(key, []).extend(paths)

@@ -535,6 +535,14 @@ class PrismaMigrate(object):
         script, so that state=rolled_back can undo it if the deployment fails."""
         local = dict((m['name'], m) for m in self.local)
         missing = [name for name in status['pending'] if not (local.get(name) or {}).get('down_script')]
+        for name in status['pending']:
+            if name in missing:
+                continue
+            try:  # what the rollback would refuse (its own BEGIN/COMMIT, not UTF-8, empty), refused now
+                down.read_script(name, local[name]['down_script'])
+            except down.DownMigrationError as exc:
+                reason = str(exc).replace('nothing was rolled back', 'nothing was applied')
+                raise prisma.PrismaError('require_down_scripts: %s' % reason, migration=name)
         if missing:
             raise prisma.PrismaError(
                 'require_down_scripts: no down script for the pending migration(s) %s (%s beside each migration.sql); '

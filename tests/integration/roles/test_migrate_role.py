@@ -165,13 +165,23 @@ def test_flyway_rollback_runs_the_projects_down_scripts_through_flyway_migrate(t
     assert stack['RUNBOOK_PG_PASSWORD'] not in output
 
 
-def test_migrate_require_down_scripts_stops_before_anything_is_applied(tmp_path, stack, make_db):
+def test_migrate_require_down_scripts_stops_before_anything_is_applied(tmp_path, stack, make_db, run_module):
+    """Runbook 002 "Rollback scripts prepared": V1 and V2 deployed, V3 arrives without its down script - the run
+    stops before applying it."""
     db = make_db('migrate_flyway_need', rows=None)
     project = tmp_path / 'flyway'
     shutil.copytree(os.path.join(REPO, 'sample_app', 'flyway'), str(project))
+    double = os.path.join(REPO, 'tests', 'doubles', 'flyway', 'flyway')
+    held = tmp_path / 'V3__add_case_status.sql'
+    shutil.move(str(project / 'sql' / held.name), str(held))
+    deployed = run_module('runbook.deploy.flyway_migrate', executable=double, working_dir=str(project), locations=['sql'],
+                          login_host=stack['RUNBOOK_PG_HOST'], login_port=int(stack['RUNBOOK_PG_PORT']),
+                          login_user=stack['RUNBOOK_PG_USER'], login_password=stack['RUNBOOK_PG_PASSWORD'], db=db)
+    assert deployed.get('schema_version') == '2', deployed
+    shutil.move(str(held), str(project / 'sql' / held.name))
     (project / 'undo' / 'U3__add_case_status.sql').unlink()
     role_vars = dict(migrate_tool='flyway', migrate_project_path=str(project), migrate_require_down_scripts=True,
-                     migrate_flyway_executable=os.path.join(REPO, 'tests', 'doubles', 'flyway', 'flyway'),
+                     migrate_flyway_executable=double,
                      migrate_db_login_host=stack['RUNBOOK_PG_HOST'], migrate_db_login_port=int(stack['RUNBOOK_PG_PORT']),
                      migrate_db_login_user=stack['RUNBOOK_PG_USER'],
                      migrate_db_login_password=stack['RUNBOOK_PG_PASSWORD'], migrate_db_db=db)
@@ -180,5 +190,37 @@ def test_migrate_require_down_scripts_stops_before_anything_is_applied(tmp_path,
     rc, output = play_on_localhost(tmp_path, playbook)
     assert rc != 0, output[-4000:]
     assert 'no down script for the pending migration(s) V3__add_case_status.sql' in output, output[-4000:]
-    assert sql(stack, db, "SELECT to_regclass('flyway_schema_history') IS NULL") == [(True,)], 'nothing is applied'
+    assert sql(stack, db, 'SELECT version FROM flyway_schema_history ORDER BY installed_rank') == [('1',), ('2',)]
     assert stack['RUNBOOK_PG_PASSWORD'] not in output
+
+
+def test_migrate_require_down_scripts_with_prisma(tmp_path, stack, make_db, run_module):
+    """The same gate with Prisma (each pending migration's down.sql), on a database with history (a first deployment
+    goes back by restoring the backup, so it is not asked for down scripts)."""
+    db = make_db('migrate_prisma_need', rows=None)
+    project = tmp_path / 'app'
+    shutil.copytree(os.path.join(FIXTURES, 'app'), str(project))
+    migrations = project / 'prisma' / 'migrations'
+    newest = sorted(p.name for p in migrations.iterdir() if p.is_dir())[-1]
+    held = tmp_path / 'held'
+    shutil.move(str(migrations / newest), str(held))
+    url = 'postgresql://%s:%s@%s:%s/%s' % (stack['RUNBOOK_PG_USER'], stack['RUNBOOK_PG_PASSWORD'],
+                                           stack['RUNBOOK_PG_HOST'], stack['RUNBOOK_PG_PORT'], db)
+    assert not run_module('runbook.deploy.prisma_migrate', state='deployed', engine='native', project_path=str(project),
+                          db_url=url).get('failed')
+    shutil.move(str(held), str(migrations / newest))
+    (migrations / newest / 'down.sql').write_text('BEGIN;\nSELECT 1;\nCOMMIT;\n')
+    role_vars = dict(migrate_tool='prisma', migrate_prisma_engine='native', migrate_project_path=str(project),
+                     migrate_require_down_scripts=True, migrate_db_login_host=stack['RUNBOOK_PG_HOST'],
+                     migrate_db_login_port=int(stack['RUNBOOK_PG_PORT']), migrate_db_login_user=stack['RUNBOOK_PG_USER'],
+                     migrate_db_login_password=stack['RUNBOOK_PG_PASSWORD'], migrate_db_db=db)
+    plays = [{'name': 'migrate', 'hosts': 'localhost', 'gather_facts': False, 'tasks': [
+        {'name': 'migrate', 'ansible.builtin.include_role': {'name': 'runbook.deploy.migrate'}, 'vars': role_vars}]}]
+    rc, output = play_on_localhost(tmp_path, plays)
+    # A down script the rollback would refuse (its own BEGIN/COMMIT) is refused now, before anything is applied.
+    assert rc != 0, output[-4000:]
+    assert 'require_down_scripts' in output and 'controls transactions itself (BEGIN)' in output, output[-4000:]
+    assert sql(stack, db, 'SELECT count(*) FROM _prisma_migrations WHERE migration_name = %s', (newest,)) == [(0,)]
+    (migrations / newest / 'down.sql').unlink()
+    rc, output = play_on_localhost(tmp_path, plays)
+    assert rc != 0 and 'no down script for the pending migration(s) %s' % newest in output, output[-4000:]

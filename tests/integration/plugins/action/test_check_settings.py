@@ -186,9 +186,10 @@ def test_a_misspelt_hook_point_is_found_in_the_check_phase(tmp_path):
     assert 'deployment_hooks (role deployment): after_database[0]: unknown key timout' in output
 
 
+@pytest.mark.parametrize('environment', ['staging', 'production'])
 @pytest.mark.parametrize('profile', sorted(p for p in os.listdir(os.path.join(REPO, 'inventories', 'profiles'))
                                            if p.endswith('.yml')))
-def test_every_profile_passes_the_check_phase(tmp_path, profile):
+def test_every_profile_passes_the_check_phase(tmp_path, profile, environment):
     """A profile is what users copy: every setting it makes (cron jobs, hooks, thresholds, channels) must pass the
     Check phase as it stands, given its secrets."""
     with open(os.path.join(REPO, 'inventories', 'profiles', profile)) as handle:
@@ -196,7 +197,7 @@ def test_every_profile_passes_the_check_phase(tmp_path, profile):
     settings = yaml.safe_load(text)
     secrets = dict((name, 'dummy-%s' % name) for name in set(re.findall(r'\bvault_\w+', text)))
     host_vars = dict(settings, **secrets)
-    host_vars.update(ansible_connection='local', runbook_version='v1.0.0', runbook_environment='staging',
+    host_vars.update(ansible_connection='local', runbook_version='v1.0.0', runbook_environment=environment,
                      ansible_python_interpreter=os.path.join(REPO, '.venv', 'bin', 'python'))
     run = check(tmp_path, host_vars)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]

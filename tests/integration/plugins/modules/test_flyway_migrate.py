@@ -706,7 +706,7 @@ def test_refusals_before_anything_runs_and_the_schema_of_the_history(flyway, rol
                          'there is no flyway_schema_history in schema public')
     # A folder holding the migrations themselves would run V3_013__*.sql as its own down script.
     assert_clear_failure(flyway(db, target='2', **dict(down, down_scripts_path=os.path.dirname(project_dir(tmp_path)))),
-                         'overlaps the migration location', 'Nothing was rolled back')
+                         'overlaps the migration location', 'Nothing was changed')
     assert_clear_failure(flyway(db, migration='V3_14', **down), "migration 'V3_14' is neither in the schema history")
     # A psql-style script with its own BEGIN/COMMIT would commit half a rollback: refused before anything runs.
     (rollback_project / 'rollback_V3_012.sql').write_text('BEGIN;\n' + DOWN_3_012 + 'COMMIT;\n')
