@@ -127,11 +127,12 @@ class RequestLoop(object):
         self.thread.join()
 
 
-def play_on_localhost(tmp_path, plays, name='play.yml', timeout=240, env=None):
+def play_on_localhost(tmp_path, plays, name='play.yml', timeout=240, env=None, extra_args=()):
     """Write plays (a list of play dicts) to tmp_path/name and run them with ansible-playbook on localhost through
-    the local connection; return (exit code, stdout + stderr)."""
+    the local connection (with extra_args, such as --check); return (exit code, stdout + stderr)."""
     path = tmp_path / name
     path.write_text(yaml.safe_dump(plays, sort_keys=False))
     proc = subprocess.run([os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
-                           str(path)], capture_output=True, text=True, check=False, timeout=timeout, env=env)
+                           str(path)] + list(extra_args), capture_output=True, text=True, check=False, timeout=timeout,
+                          env=env)
     return proc.returncode, proc.stdout + proc.stderr

@@ -9,11 +9,12 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+import uuid
 
 import pytest
 import yaml
 
-from helpers import REPO, free_port
+from helpers import REPO, ProcessWatcher, free_port, play_on_localhost
 
 SAMPLE = os.path.join(REPO, 'sample_app', 'backend')
 PM2 = os.path.join(REPO, 'node_modules', '.bin', 'pm2')
@@ -186,3 +187,25 @@ class TestReleasesOfOneSite(object):
         rc, recap, out = play(site, tasks_from='rollback', backend_rollback_to='v1', backend_keep_releases=2)
         assert rc == 0, out
         assert current(site) == 'v1' and health(site)['version'] == 'v1'
+
+
+def test_a_registry_token_in_the_build_environment_reaches_the_build_and_no_command_line(tmp_path):
+    """backend_build_environment is a secret (npm's NPM_TOKEN): a task's environment: put it on the command line that
+    starts the module, where ps showed it for the whole build. In the foreground and in the background (heartbeats)."""
+    secret = 'npm-token-%s' % uuid.uuid4().hex
+    control = 'build-running-%s' % uuid.uuid4().hex[:8]
+    release = tmp_path / 'release'
+    release.mkdir()
+    command = "/bin/sh -c 'printf %%s \"$NPM_TOKEN\" >> seen; echo; echo %s >/dev/null; sleep 1.5'" % control
+    builds = [{'name': 'Build with heartbeat %s' % heartbeat, 'ansible.builtin.include_role': {
+        'name': 'runbook.deploy.backend', 'tasks_from': 'build_command'},
+        'vars': {'__backend_build_command': command, '__backend_release_path': str(release),
+                 'backend_build_environment': {'NPM_TOKEN': secret}, 'backend_build_heartbeat': heartbeat}}
+        for heartbeat in (0, 1)]
+    with ProcessWatcher(secret) as leaks, ProcessWatcher(control) as running:
+        rc, output = play_on_localhost(tmp_path, [{'hosts': 'localhost', 'gather_facts': False, 'tasks': builds}])
+    assert rc == 0, output[-5000:]
+    assert running.seen, 'the watcher never saw the build run'
+    assert leaks.seen == {}, 'a command line holds the token: %r' % leaks.seen
+    assert (release / 'seen').read_text() == secret * 2
+    assert secret not in output

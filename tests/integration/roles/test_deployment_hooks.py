@@ -8,11 +8,12 @@ import json
 import os
 import subprocess
 import time
+import uuid
 
 import pytest
 import yaml
 
-from helpers import REPO
+from helpers import REPO, ProcessWatcher
 
 ANSIBLE_PLAYBOOK = os.path.join(REPO, '.venv', 'bin', 'ansible-playbook')
 
@@ -81,6 +82,25 @@ def test_commands_run_in_the_release_once_or_on_every_host_after_your_task_file(
                                deployment_hooks={'after_release': ['echo "$RUNBOOK_RELEASE_DIR $(pwd -P)" >> %s' % out]})
     assert rc == 0, output[-5000:]
     assert out.read_text() == '%s/app1/current %s\n' % (fleet['tmp'], release['app1'])
+
+
+def test_a_token_in_a_commands_environment_reaches_it_but_no_command_line_nor_the_output(fleet):
+    """ansible.builtin.command with a task's environment: put it on the command line starting the module (ps showed
+    the token while the hook ran); a second watcher sees the hook itself, so an empty first one means something."""
+    secret = 'hook-token-%s' % uuid.uuid4().hex
+    control = 'hook-running-%s' % uuid.uuid4().hex[:8]
+    seen = fleet['tmp'] / 'seen'
+    command = {'name': 'staging suite', 'environment': {'SMOKE_TEST_TOKEN': secret},
+               'command': 'printf %%s "$SMOKE_TEST_TOKEN" > %s; echo "token $SMOKE_TEST_TOKEN"; echo %s >/dev/null; '
+                          'sleep 1.5' % (seen, control)}
+    with ProcessWatcher(secret) as leaks, ProcessWatcher(control) as running:
+        rc, output, ran = run_hook(fleet, 'after_backends', deployment_hooks={'after_backends': [command]})
+    assert rc == 0, output[-5000:]
+    assert running.seen, 'the watcher never saw the hook run'
+    assert leaks.seen == {}, 'a command line holds the token: %r' % leaks.seen
+    assert seen.read_text() == secret
+    assert ran[0]['output'] == ['token ********'], ran
+    assert secret not in output
 
 
 def test_a_failing_or_hanging_command_fails_the_phase_with_its_last_lines_and_is_killed(fleet):
