@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import time
 
@@ -155,6 +156,21 @@ class TestCronJobsOfOneSite(object):
         assert [line.split(' ', 1)[1].split(' after ')[0] for line in log] == ['start: release v1', 'end: exit 0']
         last = (site['tmp'] / 'app1' / 'shared' / 'cron' / 'log' / 'refresh-views.last').read_text()
         assert ' end: exit 0 after ' in last
+        # A job's own output goes into its log between the start and the end line, and its exit code is the run's (cron
+        # reports a failed run): a job of the release that prints on both streams and fails.
+        noisy = site['tmp'] / 'app1' / 'releases' / 'v1' / '.runbook-cron' / 'noisy.sh'
+        noisy.write_text('echo "to stdout"\necho "to stderr" >&2\nexit 3\n')
+        try:
+            failed = run_as_cron(site['app1'] + '/shared/cron/run-job noisy')
+        finally:
+            noisy.unlink()
+        assert failed.returncode == 3 and failed.stdout == '' and failed.stderr == '', failed
+        noisy_log = site['tmp'] / 'app1' / 'shared' / 'cron' / 'log' / 'noisy.log'
+        lines = noisy_log.read_text().splitlines()
+        assert [lines[0].split(' ', 1)[1]] + lines[1:3] == ['start: release v1', 'to stdout', 'to stderr'], lines
+        assert len(lines) == 4 and lines[3].split(' ', 1)[1].startswith('end: exit 3 after '), lines
+        assert (site['tmp'] / 'app1' / 'shared' / 'cron' / 'log' / 'noisy.last').read_text() == lines[3] + '\n'
+        assert stat.S_IMODE(noisy_log.stat().st_mode) == 0o600
         # The commands live in the release, not in the crontab (which names the job only).
         assert [job['name'] for job in json.loads((site['tmp'] / 'app1' / 'releases' / 'v1' / '.runbook-cron' / 'jobs.json')
                                                   .read_text())] == ['refresh-views', 'scheduled-reports']
