@@ -123,15 +123,20 @@ def location_dirs(locations, working_dir):
 MIGRATION_FILE_RE = re.compile(r'^[VRUB][^_]*__.*\.sql$', re.I)
 
 
-def count_migration_files(directory, any_name=False):
-    """Files under directory (Flyway scans subfolders too) named like Flyway SQL migrations, or with any_name
-    (the naming is configured elsewhere) any file; hidden files and folders (.gitkeep, .git) are skipped."""
-    found = 0
+def visible_file_names(directory):
+    """Names of the files under directory and its subfolders, as Flyway scans a location; hidden files and folders
+    (.gitkeep, .git) are skipped."""
     for dummy_root, dirs, files in os.walk(directory):
         dirs[:] = [d for d in dirs if not d.startswith('.')]
-        found += sum(1 for name in files
-                     if not name.startswith('.') and (any_name or MIGRATION_FILE_RE.match(name)))
-    return found
+        for name in files:
+            if not name.startswith('.'):
+                yield name
+
+
+def count_migration_files(directory, any_name=False):
+    """Files under directory named like Flyway SQL migrations, or with any_name (the naming is configured
+    elsewhere) any file."""
+    return sum(1 for name in visible_file_names(directory) if any_name or MIGRATION_FILE_RE.match(name))
 
 
 def flyway_location(location, absolute):
@@ -596,12 +601,10 @@ def local_versions(directories):
     """Versions of the V<version>__*.sql files in the migration locations."""
     versions = []
     for directory in directories:
-        for dummy_root, dirs, files in os.walk(directory):
-            dirs[:] = [d for d in dirs if not d.startswith('.')]
-            for name in files:
-                match = re.match(r'^V(\d+(?:[._]\d+)*)__.*\.sql$', name, re.I)
-                if match:
-                    versions.append(match.group(1))
+        for name in visible_file_names(directory):
+            match = re.match(r'^V(\d+(?:[._]\d+)*)__.*\.sql$', name, re.I)
+            if match:
+                versions.append(match.group(1))
     return versions
 
 
