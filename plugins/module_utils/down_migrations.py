@@ -102,6 +102,29 @@ def refuse_missing(plan, how_to_add):
                                  % ('; '.join(missing), how_to_add), migration=missing[0].split(' ', 1)[0])
 
 
+def require_scripts(pending, where):
+    """require_down_scripts (runbooks 000 and 002, "rollback scripts prepared"): every migration about to be applied
+    has one down script that the rollback could run. pending: [(migration name, [paths of its down scripts])], in
+    order; where: how the scripts are named and placed, for the message. Raises before anything is applied."""
+    missing = [name for name, paths in pending if not paths]
+    for name, paths in pending:
+        if len(paths) > 1:
+            raise DownMigrationError('require_down_scripts: more than one down script for %s: %s; keep one. Nothing '
+                                     'was applied' % (name, ', '.join(paths)), migration=name)
+        if paths:
+            try:  # what the rollback would refuse (its own BEGIN/COMMIT, not UTF-8, empty), refused now
+                read_script(name, paths[0])
+            except DownMigrationError as exc:
+                raise DownMigrationError('require_down_scripts: %s' % str(exc).replace('nothing was rolled back',
+                                                                                      'nothing was applied'),
+                                         migration=name)
+    if missing:
+        raise DownMigrationError(
+            'require_down_scripts: no down script for the pending migration(s) %s (%s); nothing was applied. Write '
+            'them, or deploy without require_down_scripts (a failed deployment then goes back with the backup taken '
+            'before the migrations)' % (', '.join(missing), where), migration=missing[0])
+
+
 # Statements that begin or end a transaction; SAVEPOINT and ROLLBACK TO SAVEPOINT work inside ours.
 _TRANSACTION_CONTROL = re.compile(r'^(BEGIN|COMMIT|END|ABORT|START\s+TRANSACTION|PREPARE\s+TRANSACTION|'
                                   r'ROLLBACK(?!\s+TO\b)(?!\s+PREPARED\b))\b', re.I)

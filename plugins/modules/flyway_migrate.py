@@ -595,30 +595,15 @@ class FlywayMigrate(object):
             self.require_down_scripts(info)
 
     def require_down_scripts(self, info):
-        """Runbooks 000 and 002, "rollback scripts prepared": every versioned migration about to be applied has its
-        down script, so that state=rolled_back can undo it if the deployment fails."""
+        """Every versioned migration about to be applied has its down script (down_migrations.require_scripts)."""
         found = self.down_scripts_by_version()
-        missing = [fw.migration_name(m) for m in info['pending']
-                   if m['version'] and fw.version_key(m['version']) not in found]
-        for entry in info['pending']:
-            paths = found.get(fw.version_key(entry['version'])) if entry['version'] else None
-            if not paths:
-                continue
-            # What the rollback would refuse, refused now: two scripts for one version, or one it cannot run.
-            if len(paths) > 1:
-                raise fw.FlywayError('require_down_scripts: more than one down script for %s: %s; keep one. Nothing '
-                                     'was applied' % (fw.migration_name(entry), ', '.join(paths)))
-            try:
-                down.read_script(fw.migration_name(entry), paths[0])
-            except down.DownMigrationError as exc:
-                reason = str(exc).replace('nothing was rolled back', 'nothing was applied')
-                raise fw.FlywayError('require_down_scripts: %s' % reason)
-        if missing:
-            raise fw.FlywayError(
-                'require_down_scripts: no down script for the pending migration(s) %s (rollback_V<version>.sql in '
-                'down_scripts_path, or U<version>__*.sql beside the migrations); nothing was applied. Write them, or '
-                'deploy without require_down_scripts (a failed deployment then goes back with the backup taken before '
-                'the migrations)' % ', '.join(missing))
+        scripts = [(fw.migration_name(m), found.get(fw.version_key(m['version']), []))
+                   for m in info['pending'] if m['version']]
+        try:
+            down.require_scripts(scripts, 'rollback_V<version>.sql in down_scripts_path, or U<version>__*.sql beside '
+                                          'the migrations')
+        except down.DownMigrationError as exc:
+            raise fw.FlywayError(str(exc))
 
     def do_validate(self):
         dummy, doc, dummy_err = self.flyway('validate')

@@ -531,24 +531,14 @@ class PrismaMigrate(object):
             self.roll_back(status)
 
     def require_down_scripts(self, status):
-        """Runbooks 000 and 002, "rollback scripts prepared": every migration about to be applied has its down
-        script, so that state=rolled_back can undo it if the deployment fails."""
+        """Every migration about to be applied has its down script (down_migrations.require_scripts)."""
         local = dict((m['name'], m) for m in self.local)
-        missing = [name for name in status['pending'] if not (local.get(name) or {}).get('down_script')]
-        for name in status['pending']:
-            if name in missing:
-                continue
-            try:  # what the rollback would refuse (its own BEGIN/COMMIT, not UTF-8, empty), refused now
-                down.read_script(name, local[name]['down_script'])
-            except down.DownMigrationError as exc:
-                reason = str(exc).replace('nothing was rolled back', 'nothing was applied')
-                raise prisma.PrismaError('require_down_scripts: %s' % reason, migration=name)
-        if missing:
-            raise prisma.PrismaError(
-                'require_down_scripts: no down script for the pending migration(s) %s (%s beside each migration.sql); '
-                'nothing was applied. Write them, or deploy without require_down_scripts (a failed deployment then goes '
-                'back with the backup taken before the migrations)'
-                % (', '.join(missing), prisma.DOWN_FILE), migration=missing[0])
+        scripts = [(name, [path for path in [(local.get(name) or {}).get('down_script')] if path])
+                   for name in status['pending']]
+        try:
+            down.require_scripts(scripts, '%s beside each migration.sql' % prisma.DOWN_FILE)
+        except down.DownMigrationError as exc:
+            raise prisma.PrismaError(str(exc), migration=exc.migration)
 
     def refuse_failed(self, status, doing):
         failed = status['failed'][0]
