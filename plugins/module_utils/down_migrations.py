@@ -115,9 +115,8 @@ def require_scripts(pending, where):
             try:  # what the rollback would refuse (its own BEGIN/COMMIT, not UTF-8, empty), refused now
                 read_script(name, paths[0])
             except DownMigrationError as exc:
-                raise DownMigrationError('require_down_scripts: %s' % str(exc).replace('nothing was rolled back',
-                                                                                      'nothing was applied'),
-                                         migration=name)
+                reason = str(exc).replace('nothing was rolled back', 'nothing was applied')
+                raise DownMigrationError('require_down_scripts: %s' % reason, migration=name)
     if missing:
         raise DownMigrationError(
             'require_down_scripts: no down script for the pending migration(s) %s (%s); nothing was applied. Write '
