@@ -42,8 +42,11 @@ options:
   secret_environment:
     description:
       - Variables added to the command's environment that carry credentials. They win over O(environment).
-      - Their values are not returned and are replaced by C(********) in the command's output (Ansible's C(no_log)
-        treatment of an option), so a short common value (C(production)) is masked in the output too.
+      - Their values are not returned (the invocation says C(VALUE_SPECIFIED_IN_NO_LOG_PARAMETER)) and are replaced by
+        C(********) in the command's output (Ansible's C(no_log) treatment of an option), so a common value such as
+        C(production) is masked in the output too.
+      - A value shorter than 6 characters is not masked in the output (it is still never returned) - no credential is
+        that short, and a flag such as C(CI=1) would otherwise turn every C(1) of the output into C(********).
     type: dict
     default: {}
 attributes:
@@ -137,6 +140,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.runbook.deploy.plugins.module_utils.command import replaced_environ
 
 ENVIRONMENT_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+# Ansible masks a no_log value wherever it appears in a result: a value as short as CI=1 would mask every 1 of the
+# output (v1.0.1 -> v********.0.********). No credential is this short.
+MASKED_MIN_LENGTH = 6
+CENSORED = 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER'
 
 
 def main():
@@ -153,21 +160,26 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    secrets = params['secret_environment'] or {}
+    module.no_log_values.difference_update(
+        str(value) for value in secrets.values() if value is not None and len(str(value)) < MASKED_MIN_LENGTH)
+    # Given explicitly, the invocation never shows a secret value, the short ones no longer masked included.
+    invocation = dict(module_args=dict(params, secret_environment=dict((name, CENSORED) for name in secrets)))
     added = {}
     for option in ('environment', 'secret_environment'):
         for name, value in (params[option] or {}).items():
             if not ENVIRONMENT_NAME.match(str(name)):
                 module.fail_json(msg='%s: %r is not a variable name (letters, digits and _, not first a digit)'
-                                 % (option, name))
+                                 % (option, name), invocation=invocation)
             added[str(name)] = '' if value is None else str(value)
 
     try:
         argv = shlex.split(params['cmd']) if params['cmd'] is not None else list(params['argv'])
     except ValueError as exc:
-        module.fail_json(msg='cmd cannot be split into words (%s): %s' % (exc, params['cmd']))
+        module.fail_json(msg='cmd cannot be split into words (%s): %s' % (exc, params['cmd']), invocation=invocation)
     if not argv or not argv[0]:
-        module.fail_json(msg='the command is empty')
-    result = dict(changed=False, cmd=argv, rc=0, stdout='', stderr='', msg='')
+        module.fail_json(msg='the command is empty', invocation=invocation)
+    result = dict(changed=False, cmd=argv, rc=0, stdout='', stderr='', msg='', invocation=invocation)
 
     chdir = params['chdir']
     if chdir and not os.path.isdir(chdir):

@@ -25,6 +25,17 @@ def test_variables_reach_the_command_and_no_command_line_and_secrets_are_masked(
     assert result['stdout'] == 'token ********', result
     assert secret not in repr(result)
     assert result['cmd'] == ['/bin/sh', '-c', script]
+    assert result['invocation']['module_args']['secret_environment'] == {
+        'NPM_TOKEN': 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER'}, result['invocation']
+
+
+def test_a_short_secret_value_is_never_returned_but_does_not_mask_the_output(run_module):
+    # As Ansible masks no_log values, CI=1 would turn v1.0.1 into v********.0.********.
+    result = run_module('runbook.deploy.project_command', argv=['/bin/sh', '-c', 'echo "v1.0.1 CI=$CI"'],
+                        secret_environment={'CI': '1', 'NPM_TOKEN': 'token-1-long-enough'})
+    assert result['stdout'] == 'v1.0.1 CI=1', result
+    assert result['invocation']['module_args']['secret_environment'] == {
+        'CI': 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER', 'NPM_TOKEN': 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER'}
 
 
 def test_cmd_is_split_like_a_shell_and_variables_are_not_expanded_by_the_module(run_module, tmp_path):
