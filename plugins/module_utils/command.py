@@ -55,6 +55,9 @@ INHERITED_PREFIXES = ('LC_',)
 SECRET_NAME = re.compile(r'^AWS_|PASSWORD|PASSWD|PASSFILE|TOKEN|SECRET|CREDENTIAL|PRIVATE|_KEY$|_KEY_|APIKEY|'
                          r'_AUTH|^AUTH|COOKIE|SESSION|DATABASE_URL|_DSN$|^PGSERVICE', re.IGNORECASE)
 
+# How a child process's environment variable may be named (letters, digits and _, not first a digit).
+ENVIRONMENT_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+
 _ENVIRON_LOCK = threading.Lock()
 
 

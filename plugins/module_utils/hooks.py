@@ -8,12 +8,11 @@ misspelt hook point or a command without text is found in the Check phase, not w
 
 from __future__ import annotations
 
-import re
+from ansible_collections.runbook.deploy.plugins.module_utils.command import ENVIRONMENT_NAME
 
 PHASES = ('build', 'database', 'backends', 'release', 'rollback')
 HOOK_POINTS = tuple('%s_%s' % (when, phase) for phase in PHASES for when in ('before', 'after'))
 COMMAND_KEYS = ('name', 'command', 'timeout', 'hosts', 'environment')
-ENVIRONMENT_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 DEFAULT_TIMEOUT = 600
 
 

@@ -133,13 +133,11 @@ msg:
 
 import datetime
 import os
-import re
 import shlex
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.runbook.deploy.plugins.module_utils.command import replaced_environ
+from ansible_collections.runbook.deploy.plugins.module_utils.command import ENVIRONMENT_NAME, replaced_environ
 
-ENVIRONMENT_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 # Ansible masks a no_log value wherever it appears in a result: a value as short as CI=1 would mask every 1 of the
 # output (v1.0.1 -> v********.0.********). No credential is this short.
 MASKED_MIN_LENGTH = 6
