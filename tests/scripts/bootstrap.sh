@@ -60,6 +60,13 @@ if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     echo "$want" > "$stamp"
 fi
 
+# Tests only: the bytecode cache for the module_utils of Ansible's module payloads (see the module's docstring),
+# loaded by the venv's site-packages and active where tests/scripts/env.sh sets RUNBOOK_PAYLOAD_BYTECODE_CACHE.
+for site_packages in .venv/lib/python3*/site-packages; do
+    printf '%s\nimport runbook_payload_bytecode_cache\n' "$repo/tests/scripts/site" \
+        >"$site_packages/runbook-tests-payload-bytecode-cache.pth"
+done
+
 if [[ -n "$npm_pid" ]] && ! wait "$npm_pid"; then
     cat .cache/npm-ci.log >&2
     exit 1

@@ -14,6 +14,8 @@ export ANSIBLE_FORCE_COLOR=0
 export XDG_CACHE_HOME="$repo/.cache/xdg"
 export MOLECULE_EPHEMERAL_DIRECTORY="${MOLECULE_EPHEMERAL_DIRECTORY:-$repo/.cache/molecule/default}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+# Module runs of the tests reuse the bytecode of their payloads' module_utils (tests/scripts/site/).
+export RUNBOOK_PAYLOAD_BYTECODE_CACHE="$repo/.cache/payload-bytecode"
 export npm_config_cache="$repo/.cache/npm"
 export PRISMA_HIDE_UPDATE_MESSAGE=1 CHECKPOINT_DISABLE=1
 # runbook.deploy itself, as ansible_collections/runbook/deploy -> the repo root.
