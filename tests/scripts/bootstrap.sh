@@ -60,11 +60,12 @@ if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     echo "$want" > "$stamp"
 fi
 
-# Tests only: the bytecode cache for the module_utils of Ansible's module payloads (see the module's docstring),
-# loaded by the venv's site-packages and active where tests/scripts/env.sh sets RUNBOOK_PAYLOAD_BYTECODE_CACHE.
+# Tests only: two caches of what Ansible builds again for every module run (see tests/scripts/site/), loaded by the
+# venv's site-packages; each is active only where its variable is set (tests/scripts/env.sh, tests/scripts/run_all.sh).
 for site_packages in .venv/lib/python3*/site-packages; do
-    printf '%s\nimport runbook_payload_bytecode_cache\n' "$repo/tests/scripts/site" \
-        >"$site_packages/runbook-tests-payload-bytecode-cache.pth"
+    rm -f "$site_packages/runbook-tests-payload-bytecode-cache.pth"
+    printf '%s\nimport runbook_payload_bytecode_cache\nimport runbook_ansiballz_cache\n' "$repo/tests/scripts/site" \
+        >"$site_packages/runbook-tests-caches.pth"
 done
 
 if [[ -n "$npm_pid" ]] && ! wait "$npm_pid"; then

@@ -17,6 +17,13 @@ tests/scripts/bootstrap.sh || exit 1
 # shellcheck source=tests/scripts/env.sh
 source tests/scripts/env.sh
 
+# Every playbook of this run shares one AnsiballZ cache (tests/scripts/site/runbook_ansiballz_cache.py): the modules
+# do not change during a run. A new directory for each run, removed at its end, so an edited module is built again.
+export RUNBOOK_ANSIBALLZ_CACHE="$repo/.cache/ansiballz/run-$$"
+for stale in "$repo"/.cache/ansiballz/run-*; do  # left by killed runs
+    [[ -d "$stale" ]] && ! kill -0 "${stale##*/run-}" 2>/dev/null && rm -rf "$stale"
+done
+
 # Stop at the end only the stack this run started, or one a killed earlier test run left behind
 # (its marker names a process that is gone); a stack someone started by hand stays up.
 marker="${RUNBOOK_STACK_DIR:-$repo/.stack}/started-by-test-run"
@@ -38,6 +45,7 @@ stop_stack() {
         .venv/bin/python tests/stack/stack.py stop >/dev/null 2>&1 || true
         rm -f "$marker"
     fi
+    rm -rf "$RUNBOOK_ANSIBALLZ_CACHE"
 }
 trap stop_stack EXIT
 trap 'exit 130' INT

@@ -1,11 +1,14 @@
-"""The tests' bytecode cache for AnsiballZ payloads (tests/scripts/site/runbook_payload_bytecode_cache.py) runs exactly
-the code the payload holds: a changed source is compiled again, file names are the payload's, packages and plain zips
-import as before, and without its variable nothing is installed."""
+"""The tests' two caches of what Ansible builds for each module run (tests/scripts/site/) change nothing a module runs.
+
+The bytecode cache of the payloads' module_utils runs exactly the code the payload holds: a changed source is compiled
+again, file names are the payload's, packages and plain zips import as before. The run-wide AnsiballZ cache lets a
+second playbook run reuse the payload the first one built. Without their variables, neither is installed."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -91,3 +94,29 @@ def test_a_corrupt_cache_entry_is_compiled_again(tmp_path):
         with open(entry, 'wb') as handle:
             handle.write(b'\x00not marshal')
     assert _import(payload, cache)['value'] == 'v1'
+
+
+def _ping(env):
+    ansible = os.path.join(os.path.dirname(sys.executable), 'ansible')
+    result = subprocess.run([ansible, 'localhost', '-m', 'ansible.builtin.ping', '-e',
+                             'ansible_python_interpreter=%s' % sys.executable],
+                            env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0 and '"pong"' in result.stdout, result
+
+
+def test_the_playbook_runs_of_a_test_run_share_one_ansiballz_cache(tmp_path):
+    shared = tmp_path / 'ansiballz'
+    local_temp = tmp_path / 'local-temp'
+    env = dict(os.environ, PYTHONPATH=SITE, ANSIBLE_LOCAL_TEMP=str(local_temp), RUNBOOK_ANSIBALLZ_CACHE=str(shared))
+    _ping(env)
+    payload = shared / 'ansible.modules.ping-ZIP_DEFLATED-none'
+    assert payload.is_file(), sorted(os.listdir(str(shared)))
+    built = payload.stat().st_mtime_ns
+    _ping(env)
+    assert payload.stat().st_mtime_ns == built  # the second run used the first run's payload
+    assert os.listdir(str(local_temp)) == []  # each run's own directory went, with its link, not the cache
+
+    env.pop('RUNBOOK_ANSIBALLZ_CACHE')
+    shutil.rmtree(str(shared))
+    _ping(env)
+    assert not shared.exists()
