@@ -46,6 +46,7 @@ stop_stack() {
         rm -f "$marker"
     fi
     rm -rf "$RUNBOOK_ANSIBALLZ_CACHE"
+    [[ -n "${sampler_pid:-}" ]] && kill "$sampler_pid" 2>/dev/null
 }
 trap stop_stack EXIT
 trap 'exit 130' INT
@@ -87,6 +88,11 @@ run_layer() {
     echo "$rc $((SECONDS - t0)) $(($(cpu_seconds "$logs/$layer.cpu1") - $(cpu_seconds "$logs/$layer.cpu0")))" \
         >"$logs/$layer.status"
 }
+
+# The machine's CPU, sampled every 30 s while the layers run (the whole machine's, daemons and neighbours included):
+# where cores sit idle, more parallel work would fit; "stolen" is time the virtual machine's host took away.
+(while sleep 30; do head -1 /proc/stat; done) >"$logs/proc-stat" 2>/dev/null &
+sampler_pid=$!
 
 layers="${LAYERS:-sanity lint pytest molecule}"
 for layer in $layers; do
@@ -140,7 +146,7 @@ else
             fi
         done
     done
-    wait
+    wait "${layer_pids[@]}"
     layer_pids=()
 fi
 
@@ -159,5 +165,14 @@ times >"$logs/times"
 cpu=$(cpu_seconds "$logs/times")
 printf '%-40s %-18s %4ss (%s cores busy on average)\n' "CPU time of the layers" "" "$cpu" \
     "$(awk -v c="$cpu" -v w="$whole" 'BEGIN { printf "%.1f", w ? c / w : 0 }')"
+kill "$sampler_pid" 2>/dev/null
+awk -v cores="$(nproc)" '
+    { busy = $2 + $3 + $4 + $7 + $8; total = busy + $5 + $6 + $9
+      if (NR > 1 && total > last_total) {
+          line = line sprintf(" %.1f", cores * (busy - last_busy) / (total - last_total))
+          stolen += $9 - last_stolen; all += total - last_total }
+      last_busy = busy; last_total = total; last_stolen = $9 }
+    END { if (line != "") printf "cores busy, every 30 s:%s (stolen: %.0f %%)\n", line, all ? 100 * stolen / all : 0 }
+' "$logs/proc-stat"
 printf 'layers: %d passed, %d failed\n' $((${#names[@]} - failed)) "$failed"
 ((failed == 0))
