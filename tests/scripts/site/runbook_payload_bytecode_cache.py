@@ -3,7 +3,8 @@
 Ansible ships each module run its module_utils as a zip (the AnsiballZ payload) that Python imports with zipimport, which
 never caches bytecode: every module run compiled ansible.module_utils.basic and ~110 other files from source, and
 CPython 3.11's zipimporter compiles each of them twice (``get_filename``, which the import spec asks for, compiles too).
-That was ~0.12 of the ~0.28 CPU seconds of a module run, and module runs are half of the test suite's CPU time.
+That was ~0.12 of the ~0.28 CPU seconds of a module run, and module runs were half of the test suite's CPU time
+(process accounting of a whole run). With this cache, CI's run went from 2,803 to 2,427 CPU seconds.
 
 This importer serves the same code objects from a cache keyed by the interpreter's bytecode magic number, the module's
 name and its source, the way Python caches any module it imports from a directory: a changed source is a new key, so a
