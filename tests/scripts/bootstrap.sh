@@ -66,7 +66,6 @@ fi
 # Tests only: two caches of what Ansible builds again for every module run (see tests/scripts/site/), loaded by the
 # venv's site-packages; each is active only where its variable is set (tests/scripts/env.sh, tests/scripts/run_all.sh).
 for site_packages in .venv/lib/python3*/site-packages; do
-    rm -f "$site_packages/runbook-tests-payload-bytecode-cache.pth"
     printf '%s\nimport runbook_payload_bytecode_cache\nimport runbook_ansiballz_cache\n' "$repo/tests/scripts/site" \
         >"$site_packages/runbook-tests-caches.pth"
 done

@@ -54,7 +54,7 @@ def _cached_files(cache):
 
 def test_a_payload_is_compiled_once_then_served_from_the_cache_with_its_own_file_names(tmp_path):
     cache = tmp_path / 'cache'
-    first = _import(_payload(tmp_path / '', 'ansible_one_payload.zip', 'v1'), cache)
+    first = _import(_payload(tmp_path, 'ansible_one_payload.zip', 'v1'), cache)
     assert first['hook'] == 'PayloadImporter'
     entries = _cached_files(cache)
     assert len(entries) == 2, entries  # shipped/__init__.py and shipped/values.py

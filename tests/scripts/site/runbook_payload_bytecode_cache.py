@@ -29,14 +29,17 @@ def _install():
     import zipimport
     from importlib.util import MAGIC_NUMBER
 
+    # Looked up here, not at the first import: a Python without them raises now, and nothing is installed.
+    module_info, module_path_of, read_entry = zipimport._get_module_info, zipimport._get_module_path, zipimport._get_data
+
     class PayloadImporter(zipimport.zipimporter):
         """zipimport's importer with a bytecode cache and a ``get_filename`` that does not compile."""
 
         def _relative_source_path(self, fullname):
-            is_package = zipimport._get_module_info(self, fullname)  # None: not in this zip
+            is_package = module_info(self, fullname)  # None: not in this zip
             if is_package is None:
                 return None
-            module_path = zipimport._get_module_path(self, fullname)
+            module_path = module_path_of(self, fullname)
             relative = module_path + os.sep + '__init__.py' if is_package else module_path + '.py'
             return relative if relative in self._files else None
 
@@ -50,7 +53,7 @@ def _install():
             relative = self._relative_source_path(fullname)
             if relative is None:
                 return super().get_code(fullname)
-            source = zipimport._get_data(self.archive, self._files[relative])
+            source = read_entry(self.archive, self._files[relative])
             key = hashlib.sha256(MAGIC_NUMBER + fullname.encode() + b'\0' + source).hexdigest()
             cached = os.path.join(_DIRECTORY, key[:2], key)
             filename = self.archive + os.sep + relative
@@ -77,8 +80,8 @@ def _install():
             pass
 
     def payload_path_hook(path):
-        archive = path.split(_PAYLOAD_SUFFIX, 1)[0] + _PAYLOAD_SUFFIX
-        if archive == path + _PAYLOAD_SUFFIX or not os.path.basename(archive).startswith('ansible_'):
+        archive_head, suffix, _inside = path.partition(_PAYLOAD_SUFFIX)
+        if not suffix or not os.path.basename(archive_head).startswith('ansible_'):
             raise ImportError('not an AnsiballZ payload: %s' % path)
         return PayloadImporter(path)
 
