@@ -27,10 +27,12 @@ fi
 
 run_scenario() {
     local scenario="$1" t0=$SECONDS rc
-    # A fresh state per scenario: with an unmanaged driver, a stale "prepared" flag would skip prepare.
+    # A fresh state per scenario: with an unmanaged driver, a stale "prepared" flag would skip prepare. The state
+    # (state.yml, the inventory molecule writes) lives only in the ephemeral directory, so removing it is what
+    # `molecule reset` does here, without starting molecule once more (0.9 s of CPU per scenario).
     export MOLECULE_EPHEMERAL_DIRECTORY="$repo/.cache/molecule/$scenario"
     {
-        molecule reset --scenario-name "$scenario" >/dev/null 2>&1 || true
+        rm -rf "$MOLECULE_EPHEMERAL_DIRECTORY"
         molecule test --scenario-name "$scenario"
     } >"$logs/$scenario.log" 2>&1
     rc=$?
