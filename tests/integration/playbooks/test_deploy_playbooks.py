@@ -37,6 +37,9 @@ pytestmark = pytest.mark.slow
 PLAYBOOK = os.path.join(REPO, '.venv', 'bin', 'ansible-playbook')
 PM2 = os.path.join(REPO, 'node_modules', '.bin', 'pm2')
 SECRET_TOKEN = 'xoxb-e2e-secret-token-do-not-print'
+# inventories/local-production's apps listen on RUNBOOK_DEMO_PORT_BASE + 11 to 13; molecule's fixed ports are 27xxx
+# and 29xxx.
+PRODUCTION_PORT_BASE = 28100
 
 
 class Env(object):
@@ -60,12 +63,15 @@ class Env(object):
                       'backup_heartbeat': 0, 'backend_build_heartbeat': 0}
         if port:
             self.extra['sample_app_port'] = port
+        # More environment variables for the playbook runs (the inventories read some, as RUNBOOK_DEMO_PORT_BASE).
+        self.environment = {}
 
     def env(self):
         env = dict(os.environ, RUNBOOK_REPO=REPO, RUNBOOK_WEBHOOK_URL=self.webhook.url + '/services/T0/B0/' + SECRET_TOKEN,
                    ANSIBLE_FORCE_COLOR='0', ANSIBLE_NOCOLOR='1')
         env.update({k: v for k, v in self.stack.items() if k.startswith(('RUNBOOK_', 'AWS_'))})
         env.pop('PM2_HOME', None)
+        env.update(self.environment)
         if self.callbacks:
             env['ANSIBLE_CALLBACKS_ENABLED'] = self.callbacks
         return env
@@ -513,6 +519,10 @@ class TestAFailedFirstDeploymentThenAnAwxJobThenAFailedSmokeTestThenProduction(o
                                   ('deploy', 'v1.1.0', 'rolled_back')], 'the failed smoke test')
         production = more_envs(inventory='local-production', port=False)
         production.extra.update(deployment_staging_environment=staging.name, runbook_stack_dir=staging.root)
+        # The inventory's fixed ports (base + 11 to 13), below the kernel's ephemeral range (32768 and up here): by
+        # default (39111 to 39113) they are in it, where a concurrent test's server or client socket can hold one
+        # (a CI run saw 39111 answer 405, another test's webhook recorder).
+        production.environment['RUNBOOK_DEMO_PORT_BASE'] = str(PRODUCTION_PORT_BASE)
         # The two environments share the history directory (as they share a controller or an S3 bucket).
         shutil.rmtree(production.root)
         production.root = staging.root
@@ -550,7 +560,8 @@ class TestAFailedFirstDeploymentThenAnAwxJobThenAFailedSmokeTestThenProduction(o
 
         deployed = production.play('deploy_production.yml', runbook_version='v1.0.0', **approved)
         assert deployed.rc == 0, deployed
-        for host, port in (('app1', 39111), ('app2', 39112), ('app3', 39113)):
+        for host, port in (('app1', PRODUCTION_PORT_BASE + 11), ('app2', PRODUCTION_PORT_BASE + 12),
+                           ('app3', PRODUCTION_PORT_BASE + 13)):
             assert production.current(host) == 'v1.0.0'
             assert production.health(port)['version'] == 'v1.0.0'
         # Three batches of one host for the backends; the backup and the migrations ran once, on one host.
