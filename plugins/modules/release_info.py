@@ -249,7 +249,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    pm2_home = p['pm2_home'] or os.environ.get('PM2_HOME') or os.path.join(os.path.expanduser('~'), '.pm2')
+    pm2_home = p['pm2_home'] or os.environ.get('PM2_HOME') or os.path.join(os.environ.get('HOME', '/root'), '.pm2')
     releases = os.path.join(p['deploy_to'].rstrip(os.sep) or os.sep, 'releases')
     real_releases = os.path.realpath(releases)
 
